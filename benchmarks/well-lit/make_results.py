@@ -1,0 +1,84 @@
+"""Run the well-lit scenarios on the virtual-time cluster and write reports, plots and RESULTS.md.
+
+    .venv/bin/python benchmarks/well-lit/make_results.py [--only inference-scheduling] [--rerun]
+
+Each scenario directory holds ``scenario.yaml`` (the BenchConfig) and ``experiment.yaml`` (the policies);
+results go to ``<scenario>/results/<treatment>/`` (report.json + llm-d v0.2 files), plots to
+``<scenario>/plots/``. Existing results are reused unless ``--rerun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from lanterna.bench.compare import compare_rows, run_label
+from lanterna.bench.plots import plot_runs
+from lanterna.bench.report import load_report
+from lanterna.bench.sweep import run_sweep
+from lanterna.cluster.virtual import run_virtual
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ["inference-scheduling", "precise-vs-approximate", "cold-prefix-stability"]
+LLMD = {
+    "inference-scheduling": "llm-d: +109% to +151% throughput, P50 TTFT 136-157 ms, -99% TTFT vs round-robin",
+    "precise-vs-approximate": "llm-d: P90 TTFT 92.6 s (random) / 31.1 s (approximate) / 0.54 s (precise); precise +25% throughput over approximate",
+    "cold-prefix-stability": "llm-d: P99 TTFT halved with no-hit-lru-scorer (18.3 s -> 8 s)",
+}
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def scenario_table(name: str, reports: list[dict[str, Any]]) -> str:
+    """Per stage and policy: throughput, TTFT mean/p50/p90/p99, ratios vs the first policy."""
+    base = run_label(reports[0])
+    rows = compare_rows(reports, 0)
+    lines = [f"| QPS | policy | output tok/s | x {base} | TTFT mean s | TTFT p50 s | TTFT p90 s | TTFT p99 s "
+             f"| mean TTFT vs {base} | prefix hit |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        st = next(x for x in reports if run_label(x) == r["run"])["stages"][r["stage"]]
+        p99 = (st["latency_s"]["ttft"] or {}).get("p99")
+        red = r["ttft_mean_ratio"]
+        lines.append(f"| {_f(r['rate'], 'g')} | {r['run']} | {r['out_tps']:,.0f} | {r['out_tps_ratio']:.2f} "
+                     f"| {_f(r['ttft_mean'], '.3f')} | {_f(r['ttft_p50'], '.3f')} | {_f(r['ttft_p90'], '.3f')} "
+                     f"| {_f(p99, '.3f')} | {(red - 1) * 100:+.1f}% | {_f(r['hit'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", action="append")
+    ap.add_argument("--rerun", action="store_true")
+    args = ap.parse_args()
+    sections = []
+    for name in args.only or SCENARIOS:
+        d = HERE / name
+        summary_path = d / "results" / "summary.json"
+        if args.rerun or not summary_path.is_file():
+            run_sweep(d / "experiment.yaml", run_virtual, d / "results")
+        summary = json.loads(summary_path.read_text())
+        reports = [load_report(r["dir"]) for r in summary["runs"]]
+        plot_runs(reports, d / "plots", name)
+        speed = [f"{run_label(r)} {r['extra']['speedup_vs_real_time']:.0f}x wall / "
+                 f"{r['extra'].get('speedup_vs_real_time_cpu') or 0:.0f}x CPU" for r in reports]
+        sections.append(f"### {name}\n\n{scenario_table(name, reports)}\n\nReference: {LLMD[name]}.\n\n"
+                        f"Virtual time vs real time: {'; '.join(speed)}.\n\n"
+                        f"Plots: `{name}/plots/*.png`; reports: `{name}/results/<treatment>/`.\n")
+    out = HERE / "RESULTS.md"
+    head = (f"# Well-lit path results (virtual-time cluster)\n\nMachine: {platform.machine()} "
+            f"{platform.platform()}, shared 2-core VM. Simulated replicas: Qwen3-32B TP2 on H100 profile "
+            f"(physics step timer calibrated on H100 kernel times). Same seed and workload for every policy in a "
+            f"scenario; numbers are deterministic for a given seed.\n\n")
+    out.write_text(head + "\n".join(sections))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Benchmark configuration (pydantic v2, ``extra="forbid"``), validated in full before any load is sent.
+
+A config names one workload, one load shape and exactly one target: an OpenAI endpoint over HTTP
+(our gateway, a single vLLM, a peer router) or the in-process virtual-time cluster. A mistake (unknown
+key, negative rate, a stage with neither rate nor concurrency, a missing trace file) is a
+``ConfigError`` whose message names the field, so the run fails before the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lanterna.errors import ConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RandomWorkload(_Model):
+    """Independent prompts of ``input_len`` tokens (+- ``range_ratio``), ``output_len`` output tokens."""
+
+    type: Literal["random"] = "random"
+    input_len: int = Field(1000, ge=1)
+    output_len: int = Field(1000, ge=1)
+    range_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    num_prompts: int = Field(1000, ge=1)
+
+
+class SharedPrefixWorkload(_Model):
+    """G groups x P prompts: system prompt S tokens shared per group, question Q tokens, output O tokens."""
+
+    type: Literal["shared-prefix"] = "shared-prefix"
+    num_groups: int = Field(150, ge=1)
+    prompts_per_group: int = Field(5, ge=1)
+    system_len: int = Field(6000, ge=0)
+    question_len: int = Field(1200, ge=1)
+    output_len: int = Field(1000, ge=1)
+
+
+class MultiTurnWorkload(_Model):
+    """U users x R rounds; each round appends the question and the previous answer to the history."""
+
+    type: Literal["multi-turn"] = "multi-turn"
+    num_users: int = Field(32, ge=1)
+    num_rounds: int = Field(5, ge=1)
+    system_len: int = Field(1000, ge=0)
+    question_len: int = Field(200, ge=1)
+    output_len: int = Field(200, ge=1)
+
+
+class TraceWorkload(_Model):
+    """Mooncake JSONL replay: ``timestamp`` (ms), ``input_length``, ``output_length``, ``hash_ids``."""
+
+    type: Literal["trace"] = "trace"
+    path: Path
+    block_tokens: int = Field(512, ge=1)
+    max_requests: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _exists(self) -> TraceWorkload:
+        if not self.path.is_file():
+            raise ValueError(f"trace file not found: {self.path}")
+        return self
+
+
+Workload = Annotated[
+    RandomWorkload | SharedPrefixWorkload | MultiTurnWorkload | TraceWorkload, Field(discriminator="type")
+]
+
+
+class Stage(_Model):
+    """One stage: a rate (req/s) or a concurrency, for a duration or a number of requests."""
+
+    rate: float | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0)
+    num_requests: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Stage:
+        if (self.rate is None) == (self.concurrency is None):
+            raise ValueError("a stage needs exactly one of 'rate' or 'concurrency'")
+        if self.duration_s is None and self.num_requests is None:
+            raise ValueError("a stage needs 'duration_s' or 'num_requests'")
+        return self
+
+
+class Sweep(_Model):
+    """Automatic sweep: rates from ``start_rate`` up by ``factor`` until saturation or ``max_rate``."""
+
+    start_rate: float = Field(1.0, gt=0)
+    max_rate: float = Field(64.0, gt=0)
+    factor: float = Field(2.0, gt=1.0)
+    stage_duration_s: float = Field(30.0, gt=0)
+    # saturated when achieved output throughput grows less than this between stages, or TTFT p50 exceeds it
+    min_gain: float = Field(0.05, ge=0)
+    max_ttft_p50_s: float | None = Field(None, gt=0)
+
+
+class LoadConfig(_Model):
+    """Arrival process and stages. ``warmup`` runs first and is excluded from results."""
+
+    type: Literal["constant", "poisson", "concurrency", "trace"] = "poisson"
+    stages: list[Stage] = Field(default_factory=list)
+    warmup: Stage | None = None
+    sweep: Sweep | None = None
+    max_in_flight: int = Field(10_000, ge=1)  # bound on concurrently open requests (memory, sockets)
+
+    @model_validator(mode="after")
+    def _stages(self) -> LoadConfig:
+        if self.type == "trace":
+            return self
+        if not self.stages and self.sweep is None:
+            raise ValueError("load needs 'stages' or 'sweep'")
+        for i, st in enumerate([*self.stages, *([self.warmup] if self.warmup else [])]):
+            if self.type == "concurrency" and st.concurrency is None:
+                raise ValueError(f"stage {i}: load type 'concurrency' needs 'concurrency'")
+            if self.type != "concurrency" and st.rate is None:
+                raise ValueError(f"stage {i}: load type '{self.type}' needs 'rate'")
+        return self
+
+
+class HttpTarget(_Model):
+    """An OpenAI-compatible server."""
+
+    url: str = Field(pattern=r"^https?://")
+    model: str
+    api: Literal["completions", "chat"] = "completions"
+    stream: bool = True
+    timeout_s: float = Field(600.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    ignore_eos: bool = True
+
+
+class ClusterTarget(_Model):
+    """The virtual-time cluster: N simulated engines + the real scheduler and index."""
+
+    replicas: int = Field(8, ge=1, le=1024)
+    profile: str = "qwen3-32b-tp2-h100"
+    policy: str = "round-robin"  # a named policy or a path to an EndpointPickerConfig YAML
+    scrape_interval_s: float = Field(0.05, gt=0)
+    model: str = "sim-model"
+    block_size: int = Field(16, ge=1)
+    num_gpu_blocks: int | None = Field(None, ge=1)
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int = Field(8192, ge=1)
+    precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
+
+
+class Slo(_Model):
+    ttft_s: float | None = Field(None, gt=0)
+    tpot_s: float | None = Field(None, gt=0)
+    e2e_s: float | None = Field(None, gt=0)
+
+
+class BenchConfig(_Model):
+    name: str = "bench"
+    seed: int = 0
+    workload: Workload = Field(default_factory=SharedPrefixWorkload)
+    load: LoadConfig
+    target: HttpTarget | None = None
+    cluster: ClusterTarget | None = None
+    slo: Slo = Field(default_factory=Slo)
+    output_dir: Path = Path("bench-results")
+    keep_records: int = Field(100_000, ge=0)  # per-request records kept in the report (bounded)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BenchConfig:
+        if (self.target is None) == (self.cluster is None):
+            raise ValueError("give exactly one of 'target' (HTTP endpoint) or 'cluster' (virtual-time)")
+        if self.load.type == "trace" and not isinstance(self.workload, TraceWorkload):
+            raise ValueError("load type 'trace' needs a 'trace' workload")
+        return self
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid benchmark config {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<dict>") -> BenchConfig:
+    """Validate a mapping; raise ``ConfigError`` with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid benchmark config {source}: top level must be a mapping")
+    try:
+        return BenchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
+    """Read YAML, apply dotted ``overrides`` (``{"cluster.policy": "precise"}``), validate."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read benchmark config {p}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"benchmark config {p} is not valid YAML: {exc}") from None
+    if isinstance(data, dict):
+        _resolve_paths(data, p.parent)
+        for key, value in (overrides or {}).items():
+            set_dotted(data, key, value)
+    return parse_config(data, str(p))
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative trace and policy paths are relative to the config file."""
+    wl = data.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("path"), str) and not Path(wl["path"]).is_absolute():
+        wl["path"] = str(base / wl["path"])
+    cl = data.get("cluster")
+    if isinstance(cl, dict) and isinstance(cl.get("policy"), str) and cl["policy"].endswith((".yaml", ".yml")):
+        if not Path(cl["policy"]).is_absolute():
+            cl["policy"] = str(base / cl["policy"])
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating levels as needed."""
+    parts = key.split(".")
+    cur = data
+    for part in parts[:-1]:
+        nxt = cur.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[part] = nxt
+        cur = nxt
+    cur[parts[-1]] = value

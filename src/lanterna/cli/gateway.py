@@ -1,0 +1,127 @@
+"""``lanterna gateway``: the OpenAI-compatible gateway in front of existing model servers.
+
+    lanterna gateway --config stack.yaml [--port 8000] [--endpoint host:port ...] [--set gateway.seed=3]
+
+Config precedence: YAML file < ``LANTERNA_*`` env < flags. A bad config ends in one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lanterna.errors import ConfigError
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--config", default=None, help="YAML config (LanternaConfig tree: gateway, endpoints, scheduler, ...)")
+    a("--host", default=None, help="listen address (default 127.0.0.1)")
+    a("--port", type=int, default=None, help="listen port (default 8000)")
+    a("--endpoint", action="append", default=[], metavar="HOST:PORT",
+      help="a model server (real vLLM or sim); repeat for several")
+    a("--model", dest="endpoint_model", action="append", default=[], metavar="NAME",
+      help="model served by the --endpoint servers (default: discovered from /v1/models)")
+    a("--scheduler-config", default=None, help="llm-d EndpointPickerConfig YAML (overrides the config's)")
+    a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+      help="dotted override, e.g. gateway.retries.max_attempts=2")
+    a("--log-format", choices=["json", "text"], default=None)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+
+
+def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+    """The effective LanternaConfig for these flags (raises ConfigError)."""
+    from lanterna.config.loader import load_config
+
+    base = dict(base or {})
+    if args.host is not None:
+        base["gateway.host"] = args.host
+    if args.port is not None:
+        base["gateway.port"] = args.port
+    if args.log_format is not None:
+        base["gateway.log_format"] = args.log_format
+    if args.scheduler_config is not None:
+        base["scheduler"] = args.scheduler_config
+    cfg = load_config(args.config, base=base, overrides=args.overrides)
+    if args.endpoint:
+        from lanterna.config.model import StaticEndpoint
+
+        try:
+            extra = [StaticEndpoint(address=a, models=list(args.endpoint_model)) for a in args.endpoint]
+        except ValueError as exc:
+            raise ConfigError(f"--endpoint: {str(exc).splitlines()[-1].strip()}") from None
+        cfg.endpoints.static = [*cfg.endpoints.static, *extra]
+    return cfg
+
+
+async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[[Any], Awaitable[None] | None]
+                             | None = None) -> int:
+    """Run the gateway until SIGINT/SIGTERM; ``on_ready(gateway)`` runs once it listens."""
+    from lanterna.gateway.app import build_app, create_gateway, serve
+
+    gw = create_gateway(cfg, endpoints)
+    app = build_app(gw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        runner = await serve(app, cfg.gateway.host, cfg.gateway.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc.strerror}") from None
+    try:
+        if on_ready is not None:
+            res = on_ready(gw)
+            if asyncio.iscoroutine(res):
+                await res
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def fail(command: str, message: str) -> int:
+    print(f"lanterna {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from lanterna.obs.logs import setup_logging
+
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as exc:
+        return fail("gateway", str(exc))
+    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level)
+    if not cfg.endpoints.static:
+        return fail("gateway", "no endpoints: give --endpoint HOST:PORT or endpoints.static in the config")
+    install_uvloop()
+
+    def banner(gw: Any) -> None:
+        print(f"lanterna gateway listening on http://{cfg.gateway.host}:{cfg.gateway.port}/v1 "
+              f"({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
+
+    try:
+        return asyncio.run(serve_until_signal(cfg, [], banner))
+    except ConfigError as exc:
+        return fail("gateway", str(exc))
+    except KeyboardInterrupt:
+        return 0

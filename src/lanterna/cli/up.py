@@ -1,0 +1,107 @@
+"""``lanterna up``: the gateway plus N simulated replicas on loopback (or given endpoints): the main job.
+
+    lanterna up [--replicas 4] [--port 8000] [--model NAME] [--sim-arg=--timing=constant ...]
+    lanterna up --endpoint 127.0.0.1:8100 --endpoint 127.0.0.1:8101   # real vLLM servers, no sims
+
+Prints where to send requests; Ctrl-C or SIGTERM stops the gateway, then every replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import sys
+from typing import Any
+
+from lanterna.cli.gateway import (
+    add_common_arguments,
+    fail,
+    install_uvloop,
+    load_from_args,
+    serve_until_signal,
+)
+from lanterna.errors import ConfigError
+
+DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    a = p.add_argument
+    a("--replicas", type=int, default=4, help="simulated replicas to start (ignored with --endpoint)")
+    a("--sim-model", default=DEFAULT_MODEL, help="model name the simulated replicas serve")
+    a("--sim-arg", action="append", default=[], metavar="ARG",
+      help="extra flag for every `lanterna sim` (repeat; e.g. --sim-arg=--timing --sim-arg=constant)")
+    a("--no-kv-events", action="store_true", help="start the sims without KV-event publishers")
+    a("--start-timeout", type=float, default=60.0, help="seconds to wait for replicas to become healthy")
+
+
+def _print_table(cfg: Any, gw: Any, model: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    base = f"http://{cfg.gateway.host}:{cfg.gateway.port}"
+    table = Table(title="lanterna is up", title_justify="left")
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("OpenAI API", f"{base}/v1  (model: {model or ', '.join(gw.store.known_models()) or '?'})")
+    table.add_row("metrics", f"{base}/metrics")
+    table.add_row("endpoints", f"{base}/debug/endpoints")
+    for ep in gw.store.all():
+        table.add_row("replica", f"http://{ep.address}" + (f"  kv events {ep.kv_events_endpoint}"
+                                                          if ep.kv_events_endpoint else ""))
+    example = (f"curl {base}/v1/completions -H 'content-type: application/json' "
+               f"-d '{{\"model\": \"{model or 'MODEL'}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'")
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(f"try: {example}", soft_wrap=True)
+    console.print("Ctrl-C stops everything.")
+    sys.stdout.flush()
+
+
+async def _main(args: argparse.Namespace, cfg: Any) -> int:
+    from lanterna.cluster.launcher import LaunchError, SimLauncher
+    from lanterna.endpoints.types import Endpoint
+
+    endpoints: list[Endpoint] = []
+    launcher: SimLauncher | None = None
+    model: str | None = None
+    if not cfg.endpoints.static:
+        if args.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
+        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=list(args.sim_arg),
+                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout)
+        atexit.register(launcher.stop_sync)
+        if cfg.kvindex.tokenizer is None:  # sims tokenize with Lanterna's packaged tokenizer
+            cfg.kvindex.tokenizer = "default"
+        model = args.sim_model
+        print(f"starting {args.replicas} simulated replicas of {model} ...", file=sys.stderr, flush=True)
+        try:
+            replicas = await launcher.start(args.replicas)
+        except LaunchError as exc:
+            raise ConfigError(str(exc)) from None
+        endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
+                              kv_events_endpoint=r.kv_events_endpoint) for r in replicas]
+    try:
+        return await serve_until_signal(cfg, endpoints, lambda gw: _print_table(cfg, gw, model))
+    finally:
+        if launcher is not None:
+            await launcher.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    from lanterna.obs.logs import setup_logging
+
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as exc:
+        return fail("up", str(exc))
+    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level)
+    install_uvloop()
+    try:
+        return asyncio.run(_main(args, cfg))
+    except ConfigError as exc:
+        return fail("up", str(exc))
+    except KeyboardInterrupt:
+        return 0

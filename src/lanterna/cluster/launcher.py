@@ -1,0 +1,154 @@
+"""Local process supervisor: N ``lanterna sim`` replicas on free loopback ports, KV events on.
+
+Each replica gets an HTTP port and a ZMQ publisher port; the launcher waits for ``/health`` with a
+deadline (polling, no fixed sleeps), notices a replica that died during start-up (its stderr tail goes
+into the error), and stops everything with SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LaunchError(RuntimeError):
+    """A replica failed to start; the message is one line fit for a person."""
+
+
+@dataclass(slots=True)
+class Replica:
+    name: str
+    host: str
+    port: int
+    kv_port: int | None
+    model: str
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def kv_events_endpoint(self) -> str | None:
+        return f"tcp://{self.host}:{self.kv_port}" if self.kv_port else None
+
+    def stderr_tail(self, n: int = 400) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-3:])[-n:]
+
+
+@dataclass(slots=True)
+class SimLauncher:
+    """Start with ``await launcher.start(n)``; always ``await launcher.stop()`` (idempotent)."""
+
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    host: str = "127.0.0.1"
+    sim_args: list[str] = field(default_factory=list)
+    kv_events: bool = True
+    python: str = sys.executable
+    start_timeout_s: float = 60.0
+    replicas: list[Replica] = field(default_factory=list)
+    _logdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def _command(self, r: Replica) -> list[str]:
+        cmd = [self.python, "-m", "lanterna.cli.main", "sim", "--model", self.model, "--host", self.host,
+               "--port", str(r.port), "--seed", str(len(self.replicas))]
+        if r.kv_port:
+            cmd += ["--kv-events-config", json.dumps({
+                "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{r.kv_port}",  # binds (vLLM: "*" binds, a host connects)
+                "topic": f"kv@{r.address}@{self.model}"})]
+        return cmd + self.sim_args
+
+    def spawn(self) -> Replica:
+        if self._logdir is None:
+            self._logdir = tempfile.TemporaryDirectory(prefix="lanterna-up-")
+        i = len(self.replicas)
+        r = Replica(f"sim-{i}", self.host, free_port(self.host), free_port(self.host) if self.kv_events else None,
+                    self.model)
+        r.log_path = Path(self._logdir.name) / f"{r.name}.log"
+        with open(r.log_path, "wb") as logf:
+            r.proc = subprocess.Popen(self._command(r), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.replicas.append(r)
+        return r
+
+    async def wait_ready(self, replicas: list[Replica]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout_s
+        pending = list(replicas)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as s:
+            while pending:
+                for r in list(pending):
+                    assert r.proc is not None
+                    if r.proc.poll() is not None:
+                        raise LaunchError(f"{r.name} exited with status {r.proc.returncode}: {r.stderr_tail()}")
+                    try:
+                        async with s.get(f"http://{r.address}/health") as resp:
+                            if resp.status == 200:
+                                pending.remove(r)
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        pass
+                if pending:
+                    if loop.time() > deadline:
+                        raise LaunchError(f"{pending[0].name} not healthy after {self.start_timeout_s:g}s: "
+                                          f"{pending[0].stderr_tail()}")
+                    await asyncio.sleep(0.05)
+
+    async def start(self, n: int) -> list[Replica]:
+        new = [self.spawn() for _ in range(n)]
+        try:
+            await self.wait_ready(new)
+        except BaseException:
+            await self.stop()
+            raise
+        return new
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        procs = [r.proc for r in self.replicas if r.proc is not None and r.proc.poll() is None]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        for p in procs:
+            try:
+                await asyncio.to_thread(p.wait, max(0.0, deadline - loop.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.replicas.clear()
+        if self._logdir is not None:
+            self._logdir.cleanup()
+            self._logdir = None
+
+    def stop_sync(self) -> None:
+        """Last-resort cleanup (atexit): kill whatever is still running."""
+        for r in self.replicas:
+            if r.proc is not None and r.proc.poll() is None:
+                r.proc.kill()
+                r.proc.wait()

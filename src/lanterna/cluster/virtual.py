@@ -1,0 +1,296 @@
+"""The virtual-time cluster: N simulated engines + the real scheduler, KV index and gateway load accounting
+in one process, on a simulated clock.
+
+Why: a routing policy is judged by the same code that serves production (``Scheduler``, ``KVIndex``
+fed by the engines' own KV events, ``LoadTicket``), in seconds of CPU instead of hours of GPU. It is a
+discrete-event simulation over a heap of (time, seq, kind, ...) events:
+
+- arrival:   build the ``SchedRequest`` (token ids for precise routing, per-segment text for the
+             approximate index), ``schedule`` -> ``pre_request`` -> ``LoadTicket`` -> ``Engine.add_request``;
+             an idle engine starts a step at once;
+- step done: the step's KV events go into the index (vLLM publishes after the step), its tokens into
+             the request records; first token releases prefill load, finish releases the rest and calls
+             ``response_complete``; an engine with work starts its next step at the same instant;
+- scrape:    every ``scrape_interval_s`` copy ``Engine.stats()`` into ``Endpoint.metrics``, so policies
+             see metrics exactly as stale as the real scraper leaves them.
+
+Same config + same seed -> the same event order -> the same numbers (sequence numbers break time ties).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lanterna.bench.config import BenchConfig, ClusterTarget
+from lanterna.bench.load import StagePlan, arrival_offsets, is_saturated, plan_stages, sweep_rates, sweep_stage
+from lanterna.bench.metrics import RequestRecord, summarize
+from lanterna.bench.report import RunResult, StageResult, now_utc
+from lanterna.bench.workloads import WorkItem, iter_workload
+from lanterna.clock import VirtualClock
+from lanterna.cluster.policies import resolve_policy
+from lanterna.endpoints.types import Endpoint
+from lanterna.errors import NoCapacity
+from lanterna.gateway.accounting import LoadTicket
+from lanterna.kvindex.apply import EventApplier
+from lanterna.kvindex.index import KVIndex
+from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
+from lanterna.sim.types import EngineRequest, StepOutput
+
+_STEP, _ARRIVE, _SCRAPE = 0, 1, 2
+MIN_STEP_S = 1e-4  # an engine that reports a zero-length step still moves time forward
+
+
+class EngineLike(Protocol):
+    def add_request(self, req: EngineRequest) -> None: ...
+    def has_work(self) -> bool: ...
+    def step(self, now: float) -> StepOutput: ...
+    def stats(self) -> Any: ...
+
+
+def make_engine(c: ClusterTarget, seed: int) -> EngineLike:
+    """A simulated vLLM engine for ``c.profile`` with the physics step timer."""
+    from lanterna.sim import Engine, EngineConfig, get_profile, make_timer
+
+    blocks = c.num_gpu_blocks or get_profile(c.profile).num_gpu_blocks(c.block_size)
+    cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
+                       max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20)
+    return Engine(cfg, make_timer("physics", c.profile), seed=seed)
+
+
+@dataclass(slots=True)
+class _Flight:
+    rec: RequestRecord
+    req: SchedRequest
+    result: SchedulingResult
+    ticket: LoadTicket
+    engine: int
+
+
+@dataclass(slots=True)
+class _Chained:
+    """An arrival that schedules the next one of its stage when it fires."""
+
+    item: WorkItem
+    chain: Any
+
+
+class VirtualCluster:
+    def __init__(self, cfg: BenchConfig, engine_factory: Any = make_engine) -> None:
+        assert cfg.cluster is not None
+        self.cfg, self.c = cfg, cfg.cluster
+        self.clock = VirtualClock()
+        self.index = KVIndex()
+        self.applier = EventApplier(self.index)
+        self.endpoints = [Endpoint(id=f"10.0.{i // 250}.{i % 250 + 1}:8000", address=f"10.0.{i // 250}.{i % 250 + 1}:8000",
+                                   models=frozenset({self.c.model})) for i in range(self.c.replicas)]
+        self.engines: list[EngineLike] = [engine_factory(self.c, cfg.seed * 1000 + i) for i in range(self.c.replicas)]
+        for ep in self.endpoints:
+            self.applier.add_endpoint(ep.id, self.c.model)
+        self.index.set_block_size(self.c.model, self.c.block_size)
+        self.sched = Scheduler.from_config(resolve_policy(self.c.policy), rng=random.Random(cfg.seed),
+                                           clock=self.clock, services=SchedulerServices(kv_index=self.index))
+        self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
+        self.load_rng = random.Random(cfg.seed + 1)
+        self._heap: list[tuple[float, int, int, Any, Any]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count()
+        self._busy = [False] * self.c.replicas
+        self._flights: dict[str, _Flight] = {}
+        self._text: OrderedDict[str, str] = OrderedDict()
+        self._scrape_armed = False
+        self._stage_records: list[RequestRecord] = []
+        self._closed_loop: Any = None
+        self.routed = Counter[str]()
+        self.num_events = 0
+
+    # -- event plumbing ----------------------------------------------------------------------------
+    def _push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), kind, a, b))
+        if not self._scrape_armed:
+            self._scrape_armed = True
+            heapq.heappush(self._heap, (t, next(self._seq), _SCRAPE, None, None))
+
+    def _drain(self, on_done: Any = None) -> None:
+        heap, clock = self._heap, self.clock
+        while heap:
+            t, _, kind, a, b = heapq.heappop(heap)
+            clock.set(t)
+            self.num_events += 1
+            if kind == _STEP:
+                self._step_done(a, b, t, on_done)
+            elif kind == _ARRIVE:
+                if type(a) is _Chained:
+                    a.chain(t)
+                    a = a.item
+                self._arrive(a, b, t)
+            else:
+                self._scrape(t)
+                if heap:
+                    heapq.heappush(heap, (t + self.c.scrape_interval_s, next(self._seq), _SCRAPE, None, None))
+                else:
+                    self._scrape_armed = False
+
+    def _scrape(self, t: float) -> None:
+        for ep, eng in zip(self.endpoints, self.engines, strict=True):
+            s, m = eng.stats(), ep.metrics
+            m.num_running, m.num_waiting, m.kv_cache_usage = s.num_running, s.num_waiting, s.kv_cache_usage
+            m.block_size, m.num_gpu_blocks = s.block_size, s.num_gpu_blocks
+            m.prefix_cache_queries, m.prefix_cache_hits = float(s.prefix_cache_queries), float(s.prefix_cache_hits)
+            m.scraped_at = t
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _segment_text(self, item: WorkItem) -> str:
+        """4 characters per token (latin-1 of int32), rendered once per segment: equal prefixes, equal text."""
+        parts = []
+        for seg in item.segments:
+            s = self._text.get(seg.key)
+            if s is None:
+                s = seg.tokens.astype("<i4").tobytes().decode("latin-1")
+                self._text[seg.key] = s
+                if len(self._text) > 4096:
+                    self._text.popitem(last=False)
+            parts.append(s)
+        return "".join(parts)
+
+    def _arrive(self, item: WorkItem, stage: int, t: float) -> None:
+        rid = f"v{next(self._ids)}"
+        tokens = item.token_ids()
+        rec = RequestRecord(rid, stage, t, t, prompt_tokens=len(tokens), group=item.group)
+        self._stage_records.append(rec)
+        req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
+                           token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
+                           session_token=item.session)
+        try:
+            result = self.sched.schedule(req, self.endpoints)
+        except NoCapacity:
+            rec.error = "no_capacity"
+            self._on_finished(t)
+            return
+        ep = result.targets[0]
+        i = self.endpoints.index(ep)
+        self.sched.pre_request(req, result)
+        rec.endpoint = ep.id
+        self.routed[ep.id] += 1
+        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i)
+        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t))
+        if not self._busy[i]:
+            self._start_step(i, t)
+
+    def _start_step(self, i: int, t: float) -> None:
+        out = self.engines[i].step(t)
+        self._busy[i] = True
+        self._push(t + max(out.duration_s, MIN_STEP_S), _STEP, i, out)
+
+    def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
+        if out.kv_events:
+            self.applier.apply_events(self.endpoints[i].id, out.kv_events)
+        for rt in out.outputs:
+            fl = self._flights.get(rt.request_id)
+            if fl is None:
+                continue
+            if rt.token_ids:
+                if fl.rec.first_token_s is None:
+                    fl.ticket.first_token()
+                    fl.rec.cached_tokens = rt.num_cached_tokens
+                fl.rec.on_tokens(t, len(rt.token_ids))
+            if rt.finish_reason is not None:
+                if rt.finish_reason in ("abort", "error"):
+                    fl.rec.error = f"engine_{rt.finish_reason}"
+                fl.rec.end_s = t
+                fl.ticket.release()
+                self.sched.response_complete(fl.req, fl.result, self.endpoints[i].id, fl.rec.cached_tokens)
+                del self._flights[rt.request_id]
+                self._on_finished(t)
+        if self.engines[i].has_work():
+            self._start_step(i, t)
+        else:
+            self._busy[i] = False
+
+    def _on_finished(self, t: float) -> None:
+        if self._closed_loop is not None:
+            self._closed_loop(t)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _run_stage(self, plan: StagePlan) -> StageResult:
+        st, t0 = plan.stage, self.clock.now()
+        self._stage_records = []
+        self._closed_loop = None
+        if st.concurrency is not None:
+            budget = itertools.count(1)
+            t_end = t0 + st.duration_s if st.duration_s else None
+
+            def next_one(t: float) -> None:
+                if (t_end is None or t < t_end) and (st.num_requests is None or next(budget) <= st.num_requests):
+                    item = next(self.items, None)
+                    if item is not None:
+                        self._push(t, _ARRIVE, item, plan.index)
+
+            self._closed_loop = next_one
+            for _ in range(st.concurrency):
+                next_one(t0)
+        else:
+            offsets = arrival_offsets(st, plan.kind, self.load_rng)
+            self._push_arrivals(plan.index, (t0 + o for o in offsets))
+        self._drain()
+        self._closed_loop = None
+        summary = summarize(self._stage_records, requested_rate=st.rate, concurrency=st.concurrency, slo=self.cfg.slo)
+        return StageResult(plan.index, plan.label, summary, self._stage_records)
+
+    def _push_arrivals(self, stage: int, times: Iterator[float]) -> None:
+        """Arrivals chained one at a time (bounded heap): each arrival pushes the next."""
+        pairs = ((t, it) for t, it in zip(times, self.items))  # noqa: B905 - trace/items may end first
+
+        def chain(t: float) -> None:
+            nxt = next(pairs, None)
+            if nxt is not None:
+                self._push(nxt[0], _ARRIVE, _Chained(nxt[1], chain), stage)
+
+        chain(0.0)
+
+    def run(self) -> RunResult:
+        started, wall0, cpu0 = now_utc(), time.perf_counter(), time.process_time()
+        stages: list[StageResult] = []
+        if self.cfg.load.type == "trace":
+            items = list(self.items)
+            self.items = iter(items)
+            self._stage_records, self._closed_loop = [], None
+            self._push_arrivals(0, iter([it.arrival_s or 0.0 for it in items]))
+            self._drain()
+            span = (items[-1].arrival_s or 0.0) if items else 0.0
+            rate = (len(items) - 1) / span if span > 0 else None
+            stages.append(StageResult(0, "trace", summarize(self._stage_records, requested_rate=rate,
+                                                            slo=self.cfg.slo), self._stage_records))
+        else:
+            for plan in plan_stages(self.cfg.load):
+                res = self._run_stage(plan)
+                if not plan.is_warmup:
+                    stages.append(res)
+            sw = self.cfg.load.sweep
+            if sw is not None:
+                prev = None
+                for k, rate in enumerate(sweep_rates(sw)):
+                    res = self._run_stage(StagePlan(len(stages), sweep_stage(sw, rate), self.cfg.load.type))
+                    stages.append(res)
+                    tps, ttft = res.summary["throughput"]["output_tokens_per_s"], res.summary["latency_s"]["ttft"]
+                    if k and is_saturated(prev, tps, ttft["p50"] if ttft else None, sw):
+                        break
+                    prev = tps
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        sim = self.clock.now()
+        extra = {"virtual_time_s": sim, "wall_time_s": wall, "cpu_time_s": cpu,
+                 "speedup_vs_real_time": sim / wall if wall else None,
+                 "speedup_vs_real_time_cpu": sim / cpu if cpu else None,
+                 "num_events": self.num_events, "routed": dict(sorted(self.routed.items())),
+                 "policy": self.c.policy, "scheduler_plugins": self.sched.plugin_names()}
+        return RunResult(self.cfg, stages, started, now_utc(), "virtual", extra)
+
+
+def run_virtual(cfg: BenchConfig, engine_factory: Any = make_engine) -> RunResult:
+    return VirtualCluster(cfg, engine_factory).run()

@@ -1,0 +1,189 @@
+"""llm-d ``EndpointPickerConfig``: parse and validate the scheduler YAML, with llm-d's defaults.
+
+Kept verbatim-compatible so llm-d users bring their configs: ``plugins: [{name?, type, parameters?}]``,
+``schedulingProfiles: [{name, plugins: [{pluginRef, weight?}]}]``; a plugin's name defaults to its type
+and a weight to 1. Every problem becomes one ``ConfigError`` whose message names the offending entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lanterna.errors import ConfigError
+
+API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
+KIND = "EndpointPickerConfig"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSpec(_Strict):
+    type: str = Field(min_length=1)
+    name: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def instance_name(self) -> str:
+        return self.name or self.type
+
+
+class ProfilePluginRef(_Strict):
+    pluginRef: str = Field(min_length=1)
+    weight: float | None = None
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_ok(cls, w: float | None) -> float | None:
+        if w is not None and (not math.isfinite(w) or w < 0):
+            raise ValueError("weight must be a finite number >= 0")
+        return w
+
+    @property
+    def effective_weight(self) -> float:
+        return 1.0 if self.weight is None else self.weight
+
+
+class SchedulingProfileSpec(_Strict):
+    name: str = Field(min_length=1)
+    plugins: list[ProfilePluginRef] = Field(default_factory=list)
+
+
+class EppConfig(_Strict):
+    """The validated config. Cross-references (pluginRef, unique names) are checked here; plugin types
+    and parameters by ``load_epp_config`` against the plugin registry."""
+
+    apiVersion: Literal["llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1"] = "llm-d.ai/v1alpha1"
+    kind: Literal["EndpointPickerConfig"] = "EndpointPickerConfig"
+    plugins: list[PluginSpec] = Field(min_length=1)
+    schedulingProfiles: list[SchedulingProfileSpec] = Field(min_length=1)
+    # Accepted for llm-d compatibility; the gateway's flow control owns these concerns.
+    featureGates: list[str] | None = None
+    saturationDetector: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> EppConfig:
+        names: set[str] = set()
+        for p in self.plugins:
+            if p.instance_name in names:
+                raise ValueError(f"duplicate plugin name {p.instance_name!r} (give each instance a unique name)")
+            names.add(p.instance_name)
+        profiles: set[str] = set()
+        for prof in self.schedulingProfiles:
+            if prof.name in profiles:
+                raise ValueError(f"duplicate scheduling profile {prof.name!r}")
+            profiles.add(prof.name)
+            for ref in prof.plugins:
+                if ref.pluginRef not in names:
+                    raise ValueError(
+                        f"profile {prof.name!r} references unknown plugin {ref.pluginRef!r}; "
+                        f"defined plugins: {', '.join(sorted(names))}"
+                    )
+        return self
+
+    def plugin(self, name: str) -> PluginSpec:
+        return next(p for p in self.plugins if p.instance_name == name)
+
+
+def _cfg(plugins: list[dict[str, Any]], profile: list[tuple[str, float | None]]) -> EppConfig:
+    refs = [{"pluginRef": n} if w is None else {"pluginRef": n, "weight": w} for n, w in profile]
+    return EppConfig.model_validate(
+        {"plugins": plugins, "schedulingProfiles": [{"name": "default", "plugins": refs}]}
+    )
+
+
+def default_epp_config() -> EppConfig:
+    """llm-d's default: queue-scorer 2, kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score."""
+    return _cfg(
+        [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "prefix-cache-scorer"},
+         {"type": "max-score-picker"}],
+        [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2), ("prefix-cache-scorer", 3),
+         ("max-score-picker", None)],
+    )
+
+
+def lanterna_recommended_config() -> EppConfig:
+    """Our best single-profile policy (``--scheduler-config lanterna``).
+
+    ``cost-model-scorer`` trades cache affinity against the gateway's in-flight load in one currency
+    (blocks of work), so bursts of one prefix spread instead of piling up; it uses the precise index when
+    one is wired in, else the approximate index it shares with ``prefix-cache-scorer``. The prefix scorer
+    keeps a pull toward warm replicas; ``active-request-scorer`` and ``kv-cache-utilization-scorer``
+    break ties toward idle, roomy replicas."""
+    return _cfg(
+        [{"type": "prefix-cache-scorer"}, {"type": "cost-model-scorer"}, {"type": "active-request-scorer"},
+         {"type": "kv-cache-utilization-scorer"}, {"type": "max-score-picker"}],
+        [("cost-model-scorer", 4), ("prefix-cache-scorer", 1), ("active-request-scorer", 1),
+         ("kv-cache-utilization-scorer", 1), ("max-score-picker", None)],
+    )
+
+
+SHORTHANDS = {"default": default_epp_config, "llm-d": default_epp_config, "lanterna": lanterna_recommended_config}
+
+
+def _format(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_epp_config(data: Mapping[str, Any]) -> EppConfig:
+    """Validate an already-parsed mapping (e.g. the ``scheduler`` section of the Lanterna config)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"scheduler config: expected a mapping, got {type(data).__name__}")
+    try:
+        cfg = EppConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid EndpointPickerConfig: {_format(exc)}") from None
+    _check_plugins(cfg)
+    return cfg
+
+
+def load_epp_config(source: str | Path | Mapping[str, Any]) -> EppConfig:
+    """Load from a shorthand (``default``/``lanterna``), a file path, YAML text, or a mapping."""
+    if isinstance(source, Mapping):
+        return parse_epp_config(source)
+    if isinstance(source, str) and source.strip() in SHORTHANDS:
+        return SHORTHANDS[source.strip()]()
+    text = str(source)
+    if not text.strip():
+        raise ConfigError("scheduler config is empty")
+    if isinstance(source, Path) or ("\n" not in text and ":" not in text.split("/")[-1]):
+        path = Path(text)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"scheduler config {text!r}: cannot read file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"scheduler config is not valid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError("scheduler config is empty")
+    return parse_epp_config(data)
+
+
+def _check_plugins(cfg: EppConfig) -> None:
+    """Types must be registered and parameters valid; profile wiring must be buildable."""
+    from lanterna.scheduler.framework import registry  # late: scheduler imports this module
+
+    for p in cfg.plugins:
+        registry.validate_params(p.type, p.instance_name, p.parameters)
+    if len(cfg.schedulingProfiles) > 1:
+        kinds = {registry.canonical_type(p.type) for p in cfg.plugins}
+        if not kinds & {"disagg-profile-handler", "single-profile-handler"}:
+            raise ConfigError(
+                f"{len(cfg.schedulingProfiles)} scheduling profiles need a profile handler plugin "
+                "(e.g. disagg-profile-handler); only a single profile defaults to single-profile-handler"
+            )

@@ -1,0 +1,193 @@
+"""Wiring: the ``Gateway`` state object, the aiohttp application and its lifecycle.
+
+One ``Gateway`` per process holds the endpoint store, scheduler, flow controller, breakers, metrics and
+the single pooled ``ClientSession`` (``TCPConnector(limit=0)``: connection reuse matters more than a cap,
+which flow control provides). Long-lived pollers (metrics scrapes, health checks, KV-event subscribers)
+are owned by a ``cleanup_ctx`` so they stop with the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from lanterna.clock import MonotonicClock
+from lanterna.config.model import LanternaConfig, StaticEndpoint
+from lanterna.endpoints.health import HealthChecker
+from lanterna.endpoints.scrape import MetricsScraper
+from lanterna.endpoints.store import EndpointStore
+from lanterna.endpoints.types import Endpoint
+from lanterna.gateway.retries import Breakers
+from lanterna.obs.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("lanterna_gateway")
+
+# WVA saturation thresholds (PROTOCOLS.md section 7), used to decide when flow control queues.
+_SAT_KV = 0.80
+_SAT_WAITING = 5
+
+
+def endpoint_from_spec(spec: StaticEndpoint) -> Endpoint:
+    return Endpoint(id=spec.address, address=spec.address, labels=dict(spec.labels), models=frozenset(spec.models),
+                    kv_events_endpoint=spec.kv_events)
+
+
+@dataclass(slots=True)
+class Gateway:
+    cfg: LanternaConfig
+    store: EndpointStore
+    scheduler: object  # lanterna.scheduler.Scheduler (typed loosely: the gateway also runs a fallback)
+    flow: object | None
+    metrics: GatewayMetrics
+    breakers: Breakers
+    rng: random.Random
+    clock: MonotonicClock = field(default_factory=MonotonicClock)
+    session: aiohttp.ClientSession | None = None
+    upstream_timeout: aiohttp.ClientTimeout | None = None
+    scraper: MetricsScraper | None = None
+    health: HealthChecker | None = None
+    kv_index: object | None = None
+    kv_events: object | None = None
+    tokenizer: object | None = None
+
+    def pool_saturated(self) -> bool:
+        """True when every ready endpoint is saturated (KV >= 80% or >= 5 waiting), from fresh metrics."""
+        now = self.clock.now()
+        stale = self.cfg.endpoints.stale_after_s
+        seen = False
+        for ep in self.store.all():
+            if not ep.healthy:
+                continue
+            m = ep.metrics
+            if now - m.scraped_at > stale:
+                return False  # no fresh view: do not hold requests back on guesses
+            seen = True
+            if m.kv_cache_usage < _SAT_KV and m.num_waiting < _SAT_WAITING:
+                return False
+        return seen
+
+    def add_endpoint(self, ep: Endpoint) -> None:
+        self.store.add(ep)
+        if self.scraper is not None:
+            self.scraper.watch(ep)
+        if self.health is not None:
+            self.health.watch(ep)
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        self.store.remove(endpoint_id)
+        self.breakers.forget(endpoint_id)
+        for owner in (self.scraper, self.health):
+            if owner is not None:
+                owner.unwatch(endpoint_id)
+
+
+def _build_scheduler(cfg: LanternaConfig, rng: random.Random, clock: MonotonicClock) -> tuple[object, object | None]:
+    """The scheduler and, when its config uses the precise scorer, the KV-event index it reads."""
+    from lanterna.gateway.precise import make_kv_index
+    from lanterna.scheduler import Scheduler, SchedulerServices, default_epp_config, load_epp_config
+
+    epp = load_epp_config(cfg.scheduler) if cfg.scheduler else default_epp_config()
+    kv_index = make_kv_index(cfg, epp)
+    sched = Scheduler.from_config(epp, rng=rng, clock=clock, services=SchedulerServices(kv_index=kv_index))  # type: ignore[arg-type]
+    return sched, kv_index
+
+
+def _build_flow(cfg: LanternaConfig, saturated: object) -> object | None:
+    if not cfg.flowcontrol.enabled:
+        return None
+    from lanterna.gateway.flow import FlowConfig, FlowController
+
+    fc = cfg.flowcontrol
+    return FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
+                                     queue_ttl_s=fc.queue_ttl_s, max_queue_len_per_flow=fc.max_queue_len_per_flow,
+                                     retry_after_s=fc.retry_after_s), saturated=saturated)  # type: ignore[arg-type]
+
+
+def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, scheduler: object | None = None,
+                   kv_index: object | None = None) -> Gateway:
+    """Build the state (raises ConfigError for a bad scheduler config); nothing runs until the app starts."""
+    rng = random.Random(cfg.gateway.seed)
+    clock = MonotonicClock()
+    if scheduler is None:
+        scheduler, kv_index = _build_scheduler(cfg, rng, clock)
+    gw = Gateway(
+        cfg=cfg,
+        store=EndpointStore(),
+        scheduler=scheduler,
+        flow=None,
+        metrics=GatewayMetrics(cfg.gateway.pool_name),
+        breakers=Breakers(cfg.gateway.circuit_breaker.failure_threshold, cfg.gateway.circuit_breaker.open_s),
+        rng=rng,
+        clock=clock,
+        kv_index=kv_index,
+    )
+    gw.flow = _build_flow(cfg, gw.pool_saturated)
+    for spec in cfg.endpoints.static:
+        gw.store.add(endpoint_from_spec(spec))
+    for ep in endpoints:
+        gw.store.add(ep)
+    return gw
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    t = gw.cfg.gateway.timeouts
+    ecfg = gw.cfg.endpoints
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, family=socket.AF_INET)
+    gw.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    gw.upstream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
+                                                sock_read=max(t.stream_idle_s, t.first_byte_s))
+    gw.scraper = MetricsScraper(gw.session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s)
+    gw.health = HealthChecker(gw.session, gw.store, interval_s=ecfg.health_interval_s,
+                              timeout_s=ecfg.scrape_timeout_s, unhealthy_after=ecfg.unhealthy_after)
+    from lanterna.gateway.precise import start_precise, stop_precise
+
+    # A first health + models round before serving, so /v1/models and routing work from the first request.
+    await asyncio.gather(*(gw.health.check_once(ep) for ep in gw.store.all()), return_exceptions=True)
+    for ep in gw.store.all():
+        gw.scraper.watch(ep)
+        gw.health.watch(ep)
+    await start_precise(gw)
+    log.info("gateway_started", extra={"endpoints": [e.id for e in gw.store.all()]})
+    try:
+        yield
+    finally:
+        await gw.scraper.close()
+        await gw.health.close()
+        await stop_precise(gw)
+        if gw.flow is not None:
+            gw.flow.close()  # type: ignore[attr-defined]
+        await gw.session.close()
+
+
+def build_app(gw: Gateway) -> web.Application:
+    from lanterna.gateway.middleware import error_middleware
+    from lanterna.gateway.routes import add_routes
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=gw.cfg.gateway.max_body_bytes)
+    app[GATEWAY] = gw
+    add_routes(app, debug=gw.cfg.gateway.debug_endpoints)
+    app.cleanup_ctx.append(_lifecycle)
+    if gw.cfg.gateway.tracing:
+        from lanterna.gateway.tracing import enable_tracing
+
+        enable_tracing(app)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving; the caller awaits shutdown and calls ``runner.cleanup()``."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,77 @@
+"""The gateway's one error edge and request-id stamping.
+
+Every response carries ``x-request-id`` (the client's, or a new one); the id lives in a ContextVar for
+the logs and is forwarded upstream. ``LanternaError`` becomes the OpenAI/vLLM error body; aiohttp's own
+404/405/413 become their vLLM-shaped equivalents; anything else is logged with the request id and
+answered as a 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from lanterna.errors import InternalError, LanternaError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from lanterna.obs.logs import REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_counter = 0
+_prefix = os.urandom(4).hex()
+
+
+def new_request_id() -> str:
+    """Unique per process and cheap (no uuid4 syscall per request)."""
+    global _counter
+    _counter += 1
+    return f"{_prefix}-{_counter:x}"
+
+
+def error_response(err: LanternaError, request_id: str | None) -> web.Response:
+    headers = dict(err.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return web.Response(status=err.status, body=orjson.dumps(err.body()), content_type="application/json",
+                        headers=headers)
+
+
+def _translate(exc: web.HTTPException) -> LanternaError:
+    if isinstance(exc, web.HTTPNotFound):
+        return RouteNotFound("Not Found")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        err: LanternaError = MethodNotAllowed("Method Not Allowed")
+        err.headers["allow"] = ",".join(sorted(exc.allowed_methods))
+        return err
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(f"request body too large: {exc.text or 'over the gateway limit'}", param="body")
+    err = LanternaError(exc.reason)
+    err.status = exc.status  # type: ignore[misc]
+    return err
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("x-request-id") or new_request_id()
+    token = REQUEST_ID.set(rid)
+    try:
+        resp = await handler(request)
+        if not resp.prepared:
+            resp.headers["x-request-id"] = rid
+        return resp
+    except LanternaError as err:
+        return error_response(err, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_translate(exc), rid)
+    except Exception:
+        log.exception("unhandled_error", extra={"path": request.path})
+        return error_response(InternalError(f"internal error (request id {rid})"), rid)
+    finally:
+        REQUEST_ID.reset(token)

@@ -1,0 +1,128 @@
+"""SSE relay: copy upstream bytes to the client as they arrive, never re-encoding chunks.
+
+Only two things are read from the stream, both cheaply: the first chunk (first token: releases the
+prefill share of the load) and the trailing ``usage`` object (token metrics), which vLLM sends in the
+last chunk before ``[DONE]``; we keep a bounded tail of the stream and parse it once at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
+from lanterna.gateway.accounting import LoadTicket
+
+_TAIL_KEEP = 8192
+_DONE = b"data: [DONE]\n\n"
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+_encode = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None
+
+
+def usage_from_body(body: bytes) -> Usage | None:
+    """``usage`` of a non-streaming response (None when absent or unparsable)."""
+    try:
+        u = _decode_usage(body).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if u is None:
+        return None
+    return Usage(u.prompt_tokens, u.completion_tokens, u.prompt_tokens_details.cached_tokens
+                 if u.prompt_tokens_details else None)
+
+
+def usage_from_tail(tail: bytes) -> Usage | None:
+    """The last ``data:`` frame carrying ``"usage"`` in the stream's tail."""
+    at = tail.rfind(b'"usage"')
+    if at < 0:
+        return None
+    start = tail.rfind(b"data: ", 0, at)
+    end = tail.find(b"\n", at)
+    if start < 0:
+        return None
+    return usage_from_body(tail[start + 6 : end if end >= 0 else len(tail)])
+
+
+def error_frame(err: LanternaError) -> bytes:
+    """The OpenAI/vLLM mid-stream error shape: one ``data:`` error frame, then ``[DONE]``."""
+    return b"data: " + _encode(err.body()) + b"\n\n" + _DONE
+
+
+@dataclass(slots=True)
+class RelayOutcome:
+    usage: Usage | None = None
+    num_frames: int = 0
+    client_gone: bool = False
+    upstream_error: LanternaError | None = None
+
+
+async def relay_stream(
+    upstream: aiohttp.ClientResponse, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
+) -> RelayOutcome:
+    """Write ``first`` (already read, so retries were possible until now) then the rest of the stream.
+
+    An upstream that dies or goes silent mid-stream ends the client's stream with an error frame; a
+    client that leaves ends the relay (leaving ``async with`` on the upstream closes it, so vLLM aborts).
+    """
+    res = RelayOutcome()
+    tail = bytearray(first)
+    frames = first.count(b"data: ")
+    ticket.first_token()
+    try:
+        await out.write(first)
+    except (ConnectionResetError, OSError):
+        res.client_gone = True
+        return res
+    content = upstream.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            frames += chunk.count(b"data: ")
+            tail += chunk
+            if len(tail) > 2 * _TAIL_KEEP:
+                del tail[:-_TAIL_KEEP]
+            try:
+                await out.write(chunk)
+            except (ConnectionResetError, OSError):
+                res.client_gone = True
+                return res
+    except TimeoutError:  # aiohttp's ServerTimeoutError (sock_read) is a TimeoutError too
+        res.upstream_error = UpstreamTimeout("upstream stalled mid-stream")
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+        res.upstream_error = UpstreamFailed(f"upstream connection lost mid-stream: {type(exc).__name__}")
+    if res.upstream_error is not None:
+        try:
+            await out.write(error_frame(res.upstream_error))
+        except (ConnectionResetError, OSError):
+            res.client_gone = True
+    res.num_frames = frames
+    res.usage = usage_from_tail(bytes(tail))
+    return res

@@ -1,0 +1,208 @@
+"""ZMQ adapter: one SUB socket per model-server publisher, feeding an ``EventApplier``.
+
+Each endpoint gets its own receive task (owned by the manager, cancelled on removal/close), so its
+events are applied strictly in order and a flooding or broken publisher only affects itself. Messages
+are drained in bounded batches (``max_batch``) and applied on the event loop: applying costs ~1 us per
+block, so a batch holds the loop for well under a millisecond, and the loop gets a turn between
+batches. ZMQ's receive high-water mark bounds the memory a flood can take; what it drops shows up as a
+sequence gap and triggers a replay or resync. Replays use a DEALER to the publisher's ROUTER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import zmq
+import zmq.asyncio
+
+from lanterna.kvindex.apply import EventApplier, Verdict
+from lanterna.kvindex.index import KVIndex
+from lanterna.protocol.kv_events import REPLAY_END_SEQ, decode_seq, encode_seq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Sub:
+    endpoint_id: str
+    zmq_endpoint: str
+    replay_endpoint: str | None
+    sock: zmq.asyncio.Socket
+    task: asyncio.Task[None] | None = None
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+
+class KVEventSubscriberManager:
+    """Subscribes to every publisher and keeps ``index`` current. Use one per gateway replica.
+
+    Calling protocol: ``await add_endpoint(...)`` when discovery reports a server (idempotent),
+    ``await remove_endpoint(id)`` when it goes (its entries are cleared), ``await close()`` at shutdown.
+    """
+
+    def __init__(
+        self,
+        index: KVIndex | None = None,
+        *,
+        ctx: zmq.asyncio.Context | None = None,
+        rcvhwm: int = 100_000,
+        max_batch: int = 256,
+        replay_timeout_s: float = 5.0,
+    ) -> None:
+        self.index = index if index is not None else KVIndex()
+        self.applier = EventApplier(self.index)
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._subs: dict[str, _Sub] = {}
+        self._rcvhwm = rcvhwm
+        self._max_batch = max_batch
+        self._replay_timeout_s = replay_timeout_s
+        self._applied = asyncio.Event()  # set after every applied batch, for ``wait_until``
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._subs)
+
+    async def add_endpoint(
+        self,
+        endpoint_id: str,
+        zmq_endpoint: str,
+        model: str,
+        replay_endpoint: str | None = None,
+        *,
+        storage: str | None = None,
+        topic_filter: str = "kv@",
+    ) -> None:
+        """Subscribe to ``zmq_endpoint`` (e.g. ``tcp://10.0.0.5:5557``) for ``model``'s events."""
+        if endpoint_id in self._subs:
+            return
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt_string(zmq.SUBSCRIBE, topic_filter)
+        sock.connect(zmq_endpoint)
+        self.applier.add_endpoint(endpoint_id, model, replay=replay_endpoint is not None, storage=storage)
+        sub = _Sub(endpoint_id, zmq_endpoint, replay_endpoint, sock)
+        self._subs[endpoint_id] = sub
+        sub.task = asyncio.create_task(self._run(sub), name=f"kv-sub:{endpoint_id}")
+
+    async def remove_endpoint(self, endpoint_id: str) -> None:
+        sub = self._subs.pop(endpoint_id, None)
+        if sub is None:
+            return
+        await self._stop(sub)
+        self.applier.remove_endpoint(endpoint_id)
+
+    async def close(self) -> None:
+        for eid in list(self._subs):
+            await self.remove_endpoint(eid)
+
+    async def wait_applied(self, endpoint_id: str, seq: int, timeout_s: float = 10.0) -> None:
+        """Return once the message with sequence ``seq`` (or a later one) from the endpoint is applied."""
+        st = self.applier.streams.get(endpoint_id)
+        sub = self._subs.get(endpoint_id)
+        if st is None or sub is None:
+            raise KeyError(endpoint_id)
+        if st.last_seq >= seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sub.waiters.append((seq, fut))
+        async with asyncio.timeout(timeout_s):
+            await fut
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Return once ``predicate()`` holds, re-checking after every applied batch (tests, warm-up)."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self._applied.clear()
+                await self._applied.wait()
+
+    def last_seq(self, endpoint_id: str) -> int:
+        st = self.applier.streams.get(endpoint_id)
+        return -1 if st is None else st.last_seq
+
+    async def _stop(self, sub: _Sub) -> None:
+        if sub.task is not None:
+            sub.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sub.task
+        sub.sock.close(linger=0)
+        for _, fut in sub.waiters:
+            if not fut.done():
+                fut.cancel()
+
+    def _wake(self, sub: _Sub) -> None:
+        self._applied.set()
+        last = self.applier.streams[sub.endpoint_id].last_seq
+        if not sub.waiters:
+            return
+        keep = []
+        for seq, fut in sub.waiters:
+            if seq <= last:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((seq, fut))
+        sub.waiters = keep
+
+    async def _run(self, sub: _Sub) -> None:
+        sock, eid, applier = sub.sock, sub.endpoint_id, self.applier
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                n = 0
+                while True:
+                    if applier.ingest(eid, frames, time.time()) is Verdict.REPLAY:
+                        await self._replay(sub)
+                    n += 1
+                    if n >= self._max_batch:
+                        break
+                    try:
+                        frames = await sock.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                self._wake(sub)
+                if n >= self._max_batch:
+                    await asyncio.sleep(0)  # let other endpoints and requests run
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one publisher kill the gateway; log and stop this stream
+            log.exception("kv_subscriber_failed", extra={"endpoint": eid})
+
+    async def _replay(self, sub: _Sub) -> None:
+        """Fetch missed messages from the publisher's replay ROUTER, then resume live."""
+        eid = sub.endpoint_id
+        st = self.applier.streams[eid]
+        start = st.last_seq + 1
+        dealer = self._ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        try:
+            assert sub.replay_endpoint is not None
+            dealer.connect(sub.replay_endpoint)
+            await dealer.send_multipart([b"", encode_seq(start)])
+            async with asyncio.timeout(self._replay_timeout_s):
+                while True:
+                    frames = await dealer.recv_multipart()
+                    body = frames[1:] if frames and frames[0] == b"" else frames
+                    if len(body) == 3:
+                        seq_f, payload = body[1], body[2]
+                    elif len(body) == 2:
+                        seq_f, payload = body[0], body[1]
+                    else:
+                        self.applier.counters.malformed["replay_frame_count"] += 1
+                        continue
+                    seq = decode_seq(seq_f)
+                    if seq == REPLAY_END_SEQ:
+                        break
+                    self.applier.apply_replayed(eid, seq, payload, time.time())
+        except (TimeoutError, zmq.ZMQError, ValueError) as exc:
+            self.applier.counters.malformed["replay_failed"] += 1
+            log.warning("kv_replay_failed", extra={"endpoint": eid, "error": str(exc)})
+        finally:
+            dealer.close(linger=0)
+            self.applier.finish_replay(eid, time.time())

@@ -1,0 +1,164 @@
+"""The Scheduler: builds plugins from an ``EndpointPickerConfig`` and runs one scheduling cycle per request.
+
+Callers (the gateway, the ext_proc picker, the virtual-time cluster) use three calls:
+``schedule(req, candidates)`` -> ``SchedulingResult`` (raises ``NoCapacity``), ``pre_request(req, result)``
+once they commit to the pick, and ``response_complete(req, result, endpoint_id, num_cached_tokens)``.
+Gateway-side load (``Endpoint.load``) is the caller's to update; plugins only read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from lanterna.clock import Clock, MonotonicClock
+from lanterna.config.epp import EppConfig
+from lanterna.endpoints.types import Endpoint
+from lanterna.errors import ConfigError, NoCapacity
+from lanterna.scheduler.framework import registry
+from lanterna.scheduler.framework.interfaces import (
+    DataProducer,
+    Picker,
+    Plugin,
+    PreRequest,
+    ProfileHandler,
+    ResponseComplete,
+    SchedulerServices,
+)
+from lanterna.scheduler.framework.profile import SchedulerProfile, WeightedScorer
+from lanterna.scheduler.framework.types import ProfileResult, SchedRequest, SchedulingResult
+
+MAX_PROFILE_ROUNDS = 8  # a handler that keeps asking for profiles is a bug, not a reason to spin
+
+
+def _is_handler(p: object) -> bool:
+    return callable(getattr(p, "process_results", None)) and callable(getattr(p, "pick", None))
+
+
+def _is_picker(p: object) -> bool:
+    return callable(getattr(p, "pick", None)) and not _is_handler(p)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        plugins: Mapping[str, Plugin],
+        profiles: Mapping[str, SchedulerProfile],
+        handler: ProfileHandler,
+        rng: random.Random,
+        clock: Clock,
+    ) -> None:
+        self.plugins = dict(plugins)
+        self.profiles = dict(profiles)
+        self.handler = handler
+        self.rng = rng
+        self.clock = clock
+        everything = [*self.plugins.values(), handler]
+        for prof in self.profiles.values():
+            everything += [*prof.filters, *(ws.scorer for ws in prof.scorers), prof.picker]
+        uniq = list({id(p): p for p in everything if p is not None}.values())
+        self._producers = [p for p in uniq if isinstance(p, DataProducer)]
+        self._pre = [p for p in uniq if isinstance(p, PreRequest)]
+        self._removed: list[Any] = [p for p in uniq if callable(getattr(p, "endpoint_removed", None))]
+        self._done = [p for p in uniq if isinstance(p, ResponseComplete)]
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: EppConfig,
+        *,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        services: SchedulerServices | None = None,
+    ) -> Scheduler:
+        clock = clock or MonotonicClock()
+        services = dataclasses.replace(services or SchedulerServices(), clock=clock)
+        plugins: dict[str, Plugin] = {}
+        for spec in cfg.plugins:
+            plugins[spec.instance_name] = registry.build(spec.type, spec.instance_name, spec.parameters, services)
+        for p in plugins.values():
+            bind = getattr(p, "bind", None)
+            if callable(bind):
+                bind(plugins)
+        profiles = {prof.name: _build_profile(prof.name, prof.plugins, plugins, services) for prof in
+                    cfg.schedulingProfiles}
+        handlers = [p for p in plugins.values() if _is_handler(p)]
+        if len(handlers) > 1:
+            raise ConfigError(f"more than one profile handler: {', '.join(h.name for h in handlers)}")
+        if handlers:
+            handler: ProfileHandler = handlers[0]  # type: ignore[assignment]
+        elif len(profiles) == 1:
+            handler = registry.build("single-profile-handler", "single-profile-handler", {}, services)  # type: ignore[assignment]
+        else:
+            raise ConfigError("several scheduling profiles need a profile handler (e.g. disagg-profile-handler)")
+        check = getattr(handler, "check_profiles", None)
+        if callable(check):
+            check(profiles)
+        return cls(plugins, profiles, handler, rng or random.Random(0), clock)
+
+    def schedule(self, req: SchedRequest, candidates: list[Endpoint]) -> SchedulingResult:
+        """One scheduling cycle; raises ``NoCapacity`` when no endpoint can serve ``req``."""
+        if not candidates:
+            raise NoCapacity(f"no endpoints available for model {req.model!r}")
+        for p in self._producers:
+            p.produce(req, candidates)
+        results: dict[str, ProfileResult | None] = {}
+        for _ in range(MAX_PROFILE_ROUNDS):
+            names = self.handler.pick(req, self.profiles, results)
+            if not names:
+                break
+            for n in names:
+                results[n] = self.profiles[n].run(req, candidates, self.rng)
+        return self.handler.process_results(req, results)
+
+    def pre_request(self, req: SchedRequest, result: SchedulingResult) -> None:
+        for p in self._pre:
+            p.pre_request(req, result)
+
+    def response_complete(
+        self, req: SchedRequest, result: SchedulingResult, endpoint_id: str, num_cached_tokens: int | None
+    ) -> None:
+        for p in self._done:
+            p.response_complete(req, result, endpoint_id, num_cached_tokens)
+
+    def endpoint_removed(self, endpoint_id: str) -> None:
+        """An endpoint left the pool: plugins drop its per-endpoint state (keeps memory bounded)."""
+        for p in self._removed:
+            p.endpoint_removed(endpoint_id)
+
+    def plugin_names(self) -> dict[str, list[str]]:
+        """Profile name -> its plugins in run order (scorers as ``name x weight``), for logs and /debug."""
+        return {name: prof.plugin_names() for name, prof in self.profiles.items()}
+
+    def plugin(self, name: str) -> Plugin:
+        return self.plugins[name]
+
+
+def _build_profile(
+    name: str, refs: list, plugins: Mapping[str, Plugin], services: SchedulerServices  # type: ignore[type-arg]
+) -> SchedulerProfile:
+    prof = SchedulerProfile(name=name)
+    for ref in refs:
+        p = plugins[ref.pluginRef]
+        used = False
+        if callable(getattr(p, "filter", None)):
+            prof.filters.append(p)  # type: ignore[arg-type]
+            used = True
+        if callable(getattr(p, "score", None)):
+            prof.scorers.append(WeightedScorer(p, ref.effective_weight))  # type: ignore[arg-type]
+            used = True
+        if _is_picker(p):
+            if prof.picker is not None:
+                raise ConfigError(f"profile {name!r} has more than one picker ({prof.picker.name}, {p.name})")  # type: ignore[attr-defined]
+            prof.picker = p  # type: ignore[assignment]
+            used = True
+        if not used:
+            raise ConfigError(
+                f"profile {name!r}: plugin {ref.pluginRef!r} (type {p.type_name}) is not a filter, scorer or picker"
+            )
+    if prof.picker is None:
+        prof.picker = registry.build("max-score-picker", "max-score-picker", {}, services)  # type: ignore[assignment]
+    assert isinstance(prof.picker, Picker)
+    return prof

@@ -1,0 +1,123 @@
+"""KVIndex: store/remove/clear, tiers, shared storage, LRU bound, per-model/LoRA keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from lanterna.kvindex.hashing import block_keys, root_key
+from lanterna.kvindex.index import KVIndex, TierWeights
+
+BS = 4
+TOKS = list(range(100, 132))  # 8 blocks
+
+
+def mk(**kw: object) -> KVIndex:
+    ix = KVIndex(**kw)  # type: ignore[arg-type]
+    for e in ("a", "b", "c"):
+        ix.add_endpoint(e, "m")
+    return ix
+
+
+def test_keys_chain_and_differ_by_model_and_lora() -> None:
+    k = block_keys(TOKS, BS, root_key("m"))
+    assert len(k) == 8 and len(set(k)) == 8
+    assert block_keys(TOKS[:8], BS, root_key("m")) == k[:2]
+    assert block_keys(TOKS, BS, root_key("m", "lora1"))[0] != k[0]
+    assert block_keys(TOKS, BS, root_key("other"))[0] != k[0]
+    # same block content after a different prefix gets a different key
+    assert block_keys([1, 2, 3, 4] + TOKS[4:8], BS, root_key("m"))[1] != k[1]
+
+
+@pytest.mark.parametrize(
+    ("a_blocks", "b_blocks", "want_a", "want_b"),
+    [(8, 2, 8.0, 2.0), (0, 3, 0.0, 3.0), (5, 5, 5.0, 5.0)],
+    ids=["longer-wins", "one-empty", "tie"],
+)
+def test_match_counts_consecutive_blocks(a_blocks: int, b_blocks: int, want_a: float, want_b: float) -> None:
+    ix = mk()
+    if a_blocks:
+        ix.store("a", list(range(1, a_blocks + 1)), None, TOKS[: a_blocks * BS], BS)
+    if b_blocks:
+        ix.store("b", list(range(1, b_blocks + 1)), None, TOKS[: b_blocks * BS], BS)
+    got = ix.match("m", None, TOKS + [7, 7], ["a", "b", "c", "zz"])
+    assert got == {"a": want_a, "b": want_b, "c": 0.0, "zz": 0.0}
+
+
+def test_match_stops_at_hole_and_resolves_parent() -> None:
+    ix = mk()
+    ix.store("a", [1, 2], None, TOKS[:8], BS)
+    ix.store("a", [3, 4], 2, TOKS[8:16], BS)  # extends via parent hash 2
+    assert ix.match("m", None, TOKS, ["a"]) == {"a": 4.0}
+    ix.remove("a", [2])
+    assert ix.match("m", None, TOKS, ["a"]) == {"a": 1.0}
+    ix.store("a", [9], 77, TOKS[16:20], BS)  # unknown parent: counted, ignored
+    assert ix.counters.num_unresolved_parent == 1
+
+
+def test_lora_and_model_isolation() -> None:
+    ix = mk()
+    ix.store("a", [1, 2], None, TOKS[:8], BS, lora="l1")
+    assert ix.match("m", None, TOKS, ["a"]) == {"a": 0.0}
+    assert ix.match("m", "l1", TOKS, ["a"]) == {"a": 2.0}
+    assert ix.match("unknown-model", None, TOKS, ["a"]) == {"a": 0.0}
+
+
+def test_tier_weights_and_offload_resolution() -> None:
+    ix = mk()
+    ix.store("a", [1, 2, 3, 4], None, TOKS[:16], BS)
+    ix.store("a", [3, 4], None, [], BS, medium="CPU")  # token-less: resolved through the map
+    ix.remove("a", [3, 4], "GPU")  # evicted from GPU, still on CPU
+    assert ix.match("m", None, TOKS, ["a"]) == {"a": pytest.approx(2 + 2 * 0.8)}
+    ix.remove("a", [3, 4], "CPU")
+    assert ix.match("m", None, TOKS, ["a"]) == {"a": 2.0}
+    assert ix.num_blocks("a") == 2
+
+
+def test_shared_storage_credits_every_mount() -> None:
+    ix = KVIndex(weights=TierWeights(storage=0.5))
+    ix.add_endpoint("a", "m", storage="nfs1")
+    ix.add_endpoint("b", "m", storage="nfs1")
+    ix.add_endpoint("c", "m")
+    ix.store("a", [1, 2], None, TOKS[:8], BS)
+    ix.store("a", [1, 2], None, [], BS, medium="SHARED_STORAGE")
+    assert ix.match("m", None, TOKS, ["a", "b", "c"]) == {"a": 2.0, "b": 1.0, "c": 0.0}
+    ix.clear_endpoint("a")  # GPU gone; the shared files stay
+    assert ix.match("m", None, TOKS, ["a", "b", "c"]) == {"a": 1.0, "b": 1.0, "c": 0.0}
+
+
+def test_clear_and_remove_endpoint_leave_others_intact() -> None:
+    ix = mk()
+    ix.store("a", [1, 2], None, TOKS[:8], BS)
+    ix.store("b", [5, 6], None, TOKS[:8], BS)
+    ix.clear_endpoint("a")
+    assert ix.match("m", None, TOKS, ["a", "b"]) == {"a": 0.0, "b": 2.0}
+    ix.remove_endpoint("b")
+    assert len(ix) == 0
+    ix.add_endpoint("d", "m")  # reuses b's slot: must start empty
+    assert ix.match("m", None, TOKS, ["d"]) == {"d": 0.0}
+
+
+def test_lru_bound_is_hard_and_counts_evictions() -> None:
+    ix = mk(capacity=64)
+    toks = list(range(4 * 200))
+    for i in range(200):
+        ix.store("a", [i + 1], i or None, toks[i * BS : (i + 1) * BS], BS)
+        assert len(ix) <= 64
+    assert ix.counters.num_keys_evicted >= 136
+    assert ix.match("m", None, toks, ["a"]) == {"a": 0.0}  # oldest (prefix) blocks went first
+
+
+def test_map_bound_per_endpoint_keeps_index_consistent() -> None:
+    ix = mk(map_capacity=8)
+    toks = list(range(4 * 40))
+    ix.store("a", list(range(1, 41)), None, toks, BS)
+    assert ix.num_blocks("a") <= 8
+    assert len(ix) <= 8  # keys no endpoint holds are dropped
+
+
+def test_block_size_from_events_wins_and_mismatch_is_dropped() -> None:
+    ix = mk()
+    ix.set_block_size("m", BS)
+    ix.store("a", [1], None, TOKS[:8], 8)
+    assert ix.counters.num_block_size_mismatch == 1 and len(ix) == 0
+    assert ix.block_size_for("m") == BS

@@ -18,6 +18,7 @@ from tests.integration.vllm_server import (
     MODEL_CACHE,
     ServerHandle,
     ensure_tiny_model,
+    start_sim,
     start_vllm,
     vllm_python,
     vllm_required,
@@ -57,4 +58,12 @@ def vllm_tiny(tiny_model_dir: Path, lora1: Path, tmp_path_factory: pytest.TempPa
         pytest.skip("real vLLM not installed")
     with start_vllm(tiny_model_dir, port=free_port(), kv_events_port=free_port(),
                     lora_modules={"lora1": lora1}, log_dir=tmp_path_factory.mktemp("vllm")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def sim_tiny(tiny_model_dir: Path, lora1: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """One ``lanterna sim`` for the session, configured like ``vllm_tiny`` (128 blocks, KV events, ``lora1``)."""
+    with start_sim(tiny_model_dir, port=free_port(), kv_events_port=free_port(), num_gpu_blocks=128,
+                   lora_modules={"lora1": lora1}, log_dir=tmp_path_factory.mktemp("sim")) as handle:
         yield handle

@@ -130,7 +130,6 @@ async def test_precise_routing_isolation_eviction_restart_replicas(tiny_model_di
                     await asyncio.to_thread(complete, a2, f"after restart {n} " + "y " * 40, 1)
                     with contextlib.suppress(TimeoutError):
                         await main.wait_until(lambda: main.applier.counters.num_restarts > before, 0.5)
-                    print("DBG", n, main.last_seq(ea), main.applier.counters, main._subs[ea].task)
             assert main.index.match(MODEL, None, t3, [ea])[ea] == 0.0  # the old engine's blocks are gone
     finally:
         for m in replicas:

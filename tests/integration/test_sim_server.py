@@ -106,6 +106,7 @@ def test_completion_stream_without_usage(sim: ServerHandle) -> None:
     chunks = frames[:-1]
     assert all(c["choices"] for c in chunks)  # type: ignore[index]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+    assert [("system_fingerprint" in c) for c in chunks] == [False] * (len(chunks) - 1) + [True]  # type: ignore[operator]
 
 
 def test_repeated_prefix_reports_cached_tokens(sim: ServerHandle) -> None:

@@ -307,8 +307,10 @@ def _drain(sub: KvEventSubscriber) -> None:
 def test_kv_events_block_stored(vllm_tiny, sim, subs, tok) -> None:
     prompt = unique_prompt(90)
     n_prompt = len(tok.encode(prompt))
-    max_tokens = 2 * BLOCK_SIZE
+    # just enough output to fill the prompt's partial block (and so announce one output block)
+    max_tokens = BLOCK_SIZE - n_prompt % BLOCK_SIZE + 1
     n_blocks = (n_prompt + max_tokens - 1) // BLOCK_SIZE  # computed tokens: the last sampled one has no KV yet
+    assert n_blocks == n_prompt // BLOCK_SIZE + 1
     seen = {}
     for name, h in both(vllm_tiny, sim):
         cold(name, h)
@@ -336,15 +338,37 @@ def test_kv_events_block_removed_on_eviction(vllm_tiny, sim, subs, tok) -> None:
     n_prompts = num_blocks * BLOCK_SIZE // per_prompt + 2
     base = tok.encode(" ".join(["beta"] * (per_prompt + 10)), add_special_tokens=False)[: per_prompt - 40]
     prompts = [unique_prompt(8) + tok.decode(base) for _ in range(n_prompts)]
+    # at least this many of our own blocks cannot fit, so at least this many BlockRemoved must come
+    min_removed = n_prompts * (per_prompt // BLOCK_SIZE) - num_blocks
     removed = {}
     for name, h in both(vllm_tiny, sim):
         _drain(subs[name])
         for p in prompts:
             res = http(h.base_url, "/v1/completions", {"model": "tiny", "prompt": p, "max_tokens": 1})
             assert res.status == 200, (name, res.body)
-        events = subs[name].events_until(lambda ev: False, timeout_s=3.0)
+        events = subs[name].events_until(
+            lambda ev: sum(e["type"] == "BlockRemoved" for e in ev) >= min_removed, timeout_s=20.0)
         gone = [e for e in events if e["type"] == "BlockRemoved"]
+        assert len(gone) >= min_removed, (name, len(gone), min_removed)
         assert gone, f"{name}: no BlockRemoved after overfilling {num_blocks} blocks"
         assert all(len(e["block_hashes"]) == 1 and e.get("medium", "GPU") == "GPU" for e in gone), name
         removed[name] = gone
     assert {repr(shape(e)) for e in removed["sim"]} == {repr(shape(e)) for e in removed["vllm"]}
+
+
+def test_kv_events_lora_blocks(vllm_tiny, sim, subs, tok) -> None:
+    """Blocks computed under a LoRA are announced with its name (the index keys blocks per adapter)."""
+    prompt = unique_prompt(60)
+    n_blocks = len(tok.encode(prompt)) // BLOCK_SIZE  # max_tokens=1: prompt blocks only
+    seen = {}
+    for name, h in both(vllm_tiny, sim):
+        cold(name, h)
+        _drain(subs[name])
+        res = http(h.base_url, "/v1/completions", {"model": "lora1", "prompt": prompt, "max_tokens": 1})
+        assert res.status == 200, (name, res.body)
+        stored = _stored(subs[name].events_until(
+            lambda ev: sum(len(e["block_hashes"]) for e in _stored(ev)) >= n_blocks))
+        assert sum(len(e["block_hashes"]) for e in stored) == n_blocks, name
+        assert all(e["lora_name"] == "lora1" and isinstance(e["lora_id"], int) for e in stored), (name, stored[0])
+        seen[name] = stored
+    assert [shape(e) for e in seen["sim"]] == [shape(e) for e in seen["vllm"]]

@@ -161,11 +161,11 @@ class Slo(_Model):
 class BenchConfig(_Model):
     name: str = "bench"
     seed: int = 0
-    workload: Workload = Field(default_factory=SharedPrefixWorkload)
+    workload: Workload = Field(default_factory=lambda: SharedPrefixWorkload.model_validate({}))
     load: LoadConfig
     target: HttpTarget | None = None
     cluster: ClusterTarget | None = None
-    slo: Slo = Field(default_factory=Slo)
+    slo: Slo = Field(default_factory=lambda: Slo.model_validate({}))
     output_dir: Path = Path("bench-results")
     keep_records: int = Field(100_000, ge=0)  # per-request records kept in the report (bounded)
 

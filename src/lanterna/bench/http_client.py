@@ -65,8 +65,8 @@ async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, now: Ca
             continue
         data = line[5:].strip()
         if data == b"[DONE]":
-            done = True
-            break
+            done = True  # keep reading to the end so the connection goes back to the pool
+            continue
         obj = orjson.loads(data)
         if "error" in obj:
             rec.error = "stream_error"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 VERSION = "0.2"
 
@@ -154,7 +154,7 @@ class Scenario(_Strict):
 
 
 class BenchmarkReportV02(_Strict):
-    version: Literal["0.2"] = Field(VERSION)
+    version: Literal["0.2"] = "0.2"
     run: Run
     scenario: Scenario | None = None
     results: Results

@@ -72,7 +72,7 @@ def sweep_rates(sweep: Sweep) -> list[float]:
 
 
 def sweep_stage(sweep: Sweep, rate: float) -> Stage:
-    return Stage(rate=rate, duration_s=sweep.stage_duration_s)
+    return Stage.model_validate({"rate": rate, "duration_s": sweep.stage_duration_s})
 
 
 def is_saturated(prev_output_tps: float | None, output_tps: float, ttft_p50_s: float | None, sweep: Sweep) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,8 @@ async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[
 
 
 def install_uvloop() -> None:
+    if os.environ.get("LANTERNA_EVENT_LOOP") == "asyncio":  # for A/B measurements
+        return
     try:
         import uvloop
 

@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("lanterna.cli.sim", "a vLLM-compatible simulated model server"),
     "models": ("lanterna.cli.models", "build local test models (tiny random-weight Llama + tokenizer)"),
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),
+    "config": ("lanterna.cli.config", "configuration: show the effective tree"),
 }
 
 

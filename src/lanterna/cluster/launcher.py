@@ -30,6 +30,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """Child-side (Linux): get SIGTERM when the launcher dies, even by SIGKILL, so no replica is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class LaunchError(RuntimeError):
     """A replica failed to start; the message is one line fit for a person."""
 
@@ -91,7 +101,8 @@ class SimLauncher:
         r.log_path = Path(self._logdir.name) / f"{r.name}.log"
         with open(r.log_path, "wb") as logf:
             r.proc = subprocess.Popen(self._command(r), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.replicas.append(r)
         return r
 

@@ -41,6 +41,12 @@ def _precise_no_hit_lru() -> EppConfig:
                     ("queue-scorer", 2, None), ("no-hit-lru-scorer", 2, None), ("max-score-picker", None, None)])
 
 
+def _approximate_no_hit_lru() -> EppConfig:
+    """llm-d's default weights plus ``no-hit-lru-scorer`` (the cold-prefix stability configuration)."""
+    return _single([("queue-scorer", 2, None), ("kv-cache-utilization-scorer", 2, None),
+                    ("prefix-cache-scorer", 3, None), ("no-hit-lru-scorer", 2, None), ("max-score-picker", None, None)])
+
+
 POLICIES: dict[str, Callable[[], EppConfig]] = {
     "round-robin": lambda: _single([("round-robin", None, None)]),
     "random": lambda: _single([("random-picker", None, None)]),
@@ -48,6 +54,7 @@ POLICIES: dict[str, Callable[[], EppConfig]] = {
     "approximate": default_epp_config,
     "precise": _precise,
     "precise-no-hit-lru": _precise_no_hit_lru,
+    "approximate-no-hit-lru": _approximate_no_hit_lru,
     "lanterna": lanterna_recommended_config,
 }
 

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lanterna.bench.config import BenchConfig, ClusterTarget
-from lanterna.bench.load import StagePlan, arrival_offsets, is_saturated, plan_stages, sweep_rates, sweep_stage
+from lanterna.bench.load import (
+    StagePlan,
+    arrival_offsets,
+    is_saturated,
+    plan_stages,
+    sweep_rates,
+    sweep_stage,
+)
 from lanterna.bench.metrics import RequestRecord, summarize
 from lanterna.bench.report import RunResult, StageResult, now_utc
 from lanterna.bench.workloads import WorkItem, iter_workload

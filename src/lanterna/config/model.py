@@ -19,32 +19,32 @@ class TimeoutsConfig(_Section):
     """Per-endpoint deadlines. ``first_byte_s`` bounds the wait for the first response bytes: the first
     SSE chunk of a stream, or the whole body of a non-streaming call (vLLM sends nothing until done)."""
 
-    connect_s: float = Field(2.0, gt=0)
-    first_byte_s: float = Field(120.0, gt=0)
-    stream_idle_s: float = Field(120.0, gt=0)  # longest silence allowed mid-stream
+    connect_s: float = Field(default=2.0, gt=0)
+    first_byte_s: float = Field(default=120.0, gt=0)
+    stream_idle_s: float = Field(default=120.0, gt=0)  # longest silence allowed mid-stream
 
 
 class RetryConfig(_Section):
-    max_attempts: int = Field(3, ge=1, le=16)  # endpoints tried before the first byte reached the client
+    max_attempts: int = Field(default=3, ge=1, le=16)  # endpoints tried before the first byte reached the client
 
 
 class CircuitBreakerConfig(_Section):
-    failure_threshold: int = Field(5, ge=1)  # consecutive failures that open the circuit
-    open_s: float = Field(5.0, gt=0)  # time before one half-open probe is let through
+    failure_threshold: int = Field(default=5, ge=1)  # consecutive failures that open the circuit
+    open_s: float = Field(default=5.0, gt=0)  # time before one half-open probe is let through
 
 
 class TrafficSplitTarget(_Section):
     model: str
-    weight: float = Field(1.0, ge=0)
+    weight: float = Field(default=1.0, ge=0)
 
 
 class GatewayConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    timeouts: TimeoutsConfig = TimeoutsConfig()
-    retries: RetryConfig = RetryConfig()
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     objectives: dict[str, int] = Field(default_factory=dict)  # objective name -> priority (negative: sheddable)
     model_rewrites: dict[str, str] = Field(default_factory=dict)  # requested model -> served model
     traffic_split: dict[str, list[TrafficSplitTarget]] = Field(default_factory=dict)  # model -> weighted targets
@@ -73,31 +73,31 @@ class StaticEndpoint(_Section):
 
 class EndpointsConfig(_Section):
     static: list[StaticEndpoint] = Field(default_factory=list)
-    scrape_interval_s: float = Field(0.075, gt=0)
-    scrape_timeout_s: float = Field(1.0, gt=0)
-    stale_after_s: float = Field(2.0, gt=0)  # metrics older than this are ignored by health
-    health_interval_s: float = Field(1.0, gt=0)
-    unhealthy_after: int = Field(3, ge=1)  # consecutive failed checks
+    scrape_interval_s: float = Field(default=0.075, gt=0)
+    scrape_timeout_s: float = Field(default=1.0, gt=0)
+    stale_after_s: float = Field(default=2.0, gt=0)  # metrics older than this are ignored by health
+    health_interval_s: float = Field(default=1.0, gt=0)
+    unhealthy_after: int = Field(default=3, ge=1)  # consecutive failed checks
 
 
 class KVIndexConfig(_Section):
     enabled: bool = True  # subscribe to KV events when a precise scorer is configured
-    max_keys: int = Field(2_000_000, ge=1)
+    max_keys: int = Field(default=2_000_000, ge=1)
     tokenizer: str | None = None  # tokenizer dir; None = the model server's or the default
 
 
 class FlowControlConfig(_Section):
     enabled: bool = True
-    max_concurrency: int = Field(4096, ge=1)
-    max_queue_len: int = Field(10_000, ge=0)
-    queue_ttl_s: float = Field(30.0, gt=0)
-    max_queue_len_per_flow: int | None = Field(None, ge=1)
-    retry_after_s: float = Field(1.0, gt=0)
+    max_concurrency: int = Field(default=4096, ge=1)
+    max_queue_len: int = Field(default=10_000, ge=0)
+    queue_ttl_s: float = Field(default=30.0, gt=0)
+    max_queue_len_per_flow: int | None = Field(default=None, ge=1)
+    retry_after_s: float = Field(default=1.0, gt=0)
 
 
 class LanternaConfig(_Section):
-    gateway: GatewayConfig = GatewayConfig()
-    endpoints: EndpointsConfig = EndpointsConfig()
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     scheduler: dict[str, Any] | str | None = None  # EndpointPickerConfig verbatim or a path to one; None = default
-    kvindex: KVIndexConfig = KVIndexConfig()
-    flowcontrol: FlowControlConfig = FlowControlConfig()
+    kvindex: KVIndexConfig = Field(default_factory=KVIndexConfig)
+    flowcontrol: FlowControlConfig = Field(default_factory=FlowControlConfig)

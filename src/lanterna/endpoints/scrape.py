@@ -24,6 +24,8 @@ _CACHE_INFO = "vllm:cache_config_info"
 _LORA_INFO = "vllm:lora_requests_info"
 _PC_QUERIES = "vllm:prefix_cache_queries_total"
 _PC_HITS = "vllm:prefix_cache_hits_total"
+# Line prefixes worth splitting; ``str.startswith(tuple)`` rejects the hundreds of histogram lines in C.
+_WANTED = (*_RUNNING, *_WAITING, *_KV, _CACHE_INFO, _LORA_INFO, _PC_QUERIES, _PC_HITS)
 
 
 def _labels(s: str) -> dict[str, str]:
@@ -83,7 +85,7 @@ def parse_metrics(text: str, into: EndpointMetrics, now: float) -> EndpointMetri
     q = h = 0.0
     lora_ts = -1.0
     for line in text.splitlines():
-        if not line.startswith("vllm:"):
+        if not line.startswith(_WANTED):
             continue
         parsed = _split(line)
         if parsed is None:

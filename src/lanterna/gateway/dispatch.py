@@ -165,9 +165,10 @@ async def _respond(gw: Gateway, request: web.Request, sreq: SchedRequest, result
         gw.scheduler.response_complete(sreq, result, ep.id, cached)  # type: ignore[attr-defined]
         if status >= 400:
             m.request_error_total.labels(*labels, str(status)).inc()
-        m.request_duration.labels(*labels).observe(time.perf_counter() - started)
+        obj = m.objective(*labels)
+        obj.request_duration.observe(time.perf_counter() - started)
         if usage is not None:
-            m.input_tokens.labels(*labels).observe(usage.prompt_tokens)
-            m.output_tokens.labels(*labels).observe(usage.completion_tokens)
+            obj.input_tokens.observe(usage.prompt_tokens)
+            obj.output_tokens.observe(usage.completion_tokens)
         elif frames:
-            m.output_tokens.labels(*labels).observe(max(0, frames - 1))
+            obj.output_tokens.observe(max(0, frames - 1))

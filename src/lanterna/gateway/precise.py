@@ -60,7 +60,7 @@ async def start_precise(gw: Gateway) -> None:
     from lanterna.kvindex.tokenization import TokenizerPool
     from lanterna.kvindex.zmq_source import KVEventSubscriberManager
 
-    gw.kv_events = KVEventSubscriberManager(gw.kv_index)
+    gw.kv_events = KVEventSubscriberManager(gw.kv_index)  # type: ignore[arg-type]
     for ep in gw.store.all():
         await subscribe(gw, ep)
     tok = gw.cfg.kvindex.tokenizer

@@ -97,10 +97,14 @@ async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
     sreq.request_id = REQUEST_ID.get() or ""
     if gw.tokenizer is not None:
         await tokenize(gw, sreq, fields)
-    labels = (requested or target, target)
+    # model_name is the requested name only when it is one we know (bounded label cardinality).
+    gcfg = gw.cfg.gateway
+    named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
+    labels = (named, target)
     m = gw.metrics
-    m.request_total.labels(*labels).inc()
-    running = m.running_requests.labels(requested or target)
+    obj = m.objective(named, target)
+    obj.request_total.inc()
+    running = obj.running
     running.inc()
     try:
         flow = gw.flow

@@ -56,6 +56,7 @@ class Stream:
     last_seq: int = -1
     after_replay: bool = False
     pending: tuple[int, bytes] | None = None  # the message that revealed a gap, applied after replay
+    reconnected: bool = False  # the transport reconnected: an out-of-order next seq means a new engine
     last_batch_ts: float = 0.0
     lag_s: float = 0.0
 
@@ -87,7 +88,7 @@ def _decode_tolerant(payload: bytes) -> tuple[KVEventBatch, int]:
         bad = 0
         for ev in raw[1]:
             try:
-                events.append(msgspec.convert(ev, KVEvent))  # type: ignore[arg-type]
+                events.append(msgspec.convert(ev, KVEvent))
             except (msgspec.ValidationError, TypeError):
                 bad += 1
         ts = float(raw[0]) if isinstance(raw[0], int | float) else 0.0
@@ -95,10 +96,11 @@ def _decode_tolerant(payload: bytes) -> tuple[KVEventBatch, int]:
 
 
 def _folded(hashes: list[Any]) -> list[int]:
-    """vLLM's default int hashes pass through untouched; raw-bytes digests are folded to uint64."""
-    for h in hashes:
-        if type(h) is not int:
-            return [fold_hash(x) for x in hashes]
+    """vLLM's default int hashes pass through untouched; raw-bytes digests are folded to uint64.
+
+    One publisher uses one form, so the first element decides (a mixed list can only mis-key itself)."""
+    if hashes and type(hashes[0]) is not int:
+        return [fold_hash(x) for x in hashes]
     return hashes
 
 
@@ -139,14 +141,17 @@ class EventApplier:
         except KVEventDecodeError:
             return self._malformed(endpoint_id, "seq_frame")
         payload = frames[2]
+        if st.reconnected:
+            st.reconnected = False
+            if st.last_seq >= 0 and seq != st.last_seq + 1:
+                # after a reconnect the publisher may be a new process whose first messages we missed
+                # (ZMQ's slow joiner), so seq can even be above last: not a gap in the old stream
+                self._restart(endpoint_id, st, seq)
         if seq <= st.last_seq:
             if st.after_replay:
                 self.counters.num_duplicates += 1
                 return Verdict.DUPLICATE
-            self.counters.num_restarts += 1
-            log.info("kv_publisher_restart", extra={"endpoint": endpoint_id, "seq": seq, "last": st.last_seq})
-            self.index.clear_endpoint(endpoint_id)
-            st.last_seq = -1
+            self._restart(endpoint_id, st, seq)
         st.after_replay = False
         if seq != st.last_seq + 1:
             self.counters.num_gaps += 1
@@ -158,6 +163,18 @@ class EventApplier:
                 self.counters.num_resyncs_without_replay += 1
                 self.index.clear_endpoint(endpoint_id)
         return self._apply(endpoint_id, st, seq, payload, now_wall)
+
+    def _restart(self, endpoint_id: str, st: Stream, seq: int) -> None:
+        self.counters.num_restarts += 1
+        log.info("kv_publisher_restart", extra={"endpoint": endpoint_id, "seq": seq, "last": st.last_seq})
+        self.index.clear_endpoint(endpoint_id)
+        st.last_seq = -1
+
+    def mark_reconnected(self, endpoint_id: str) -> None:
+        """The adapter saw the transport reconnect; the next message decides restart vs. same stream."""
+        st = self.streams.get(endpoint_id)
+        if st is not None:
+            st.reconnected = True
 
     def apply_replayed(self, endpoint_id: str, seq: int, payload: bytes, now_wall: float = 0.0) -> None:
         """A message from the replay socket: applied only if newer than what we hold."""

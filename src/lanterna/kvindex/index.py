@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from lanterna.kvindex.hashing import chain_keys, root_key, token_bytes
+from lanterna.kvindex.hashing import chain_keys, hash_block, root_key, token_bytes
 from lanterna.kvindex.match import TierWeights, match_blocks
 from lanterna.protocol.kv_events import MEDIUM_CPU, MEDIUM_GPU
 
@@ -149,23 +149,28 @@ class KVIndex:
     ) -> None:
         """Apply a BlockStored (hashes already folded to int). Token-less events resolve via the map."""
         ep = self._eps[endpoint_id]
-        tier = tier_of(medium)
+        tier = TIER_GPU if medium is None or medium == MEDIUM_GPU else tier_of(medium)
         hmap = ep.hmap
         if token_ids:
-            bs = self._block_size.setdefault(ep.model, block_size)
             n = len(block_hashes)
+            bs = self._block_size.get(ep.model)
+            if bs is None:
+                bs = self._block_size[ep.model] = block_size
             if bs != block_size or len(token_ids) != n * block_size:
                 self.counters.num_block_size_mismatch += 1
                 return
             if parent_hash is None:
-                parent = self.root(ep.model, lora)
+                parent = self._roots.get((ep.model, lora)) or self.root(ep.model, lora)
             else:
                 p = hmap.get(parent_hash)
                 if p is None:
                     self.counters.num_unresolved_parent += 1
                     return
                 parent = p
-            keys = chain_keys(token_bytes(token_ids), block_size, parent, n)
+            if n == 1:  # the common decode-time event: skip the chain loop
+                keys = [hash_block(token_bytes(token_ids), parent)]
+            else:
+                keys = chain_keys(token_bytes(token_ids), block_size, parent, n)
         else:
             keys = []
             for vh in block_hashes:

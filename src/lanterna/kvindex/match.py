@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lanterna.kvindex.hashing import chain_keys, iter_block_keys, token_bytes
+from lanterna.kvindex.hashing import iter_block_keys, iter_key_chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +103,10 @@ def _walk_gpu_only(
     token_ids: Sequence[int], block_size: int, root: int, alive: int, gpu: dict[int, int],
     ended: list[tuple[int, int]],
 ) -> int:
-    """The common case (no offload tiers indexed): one lookup and one AND per block.
-
-    Keys are hashed a chunk at a time (``chain_keys``), so a miss wastes at most one chunk."""
+    """The common case (no offload tiers indexed): one lookup and one AND per block."""
     gget = gpu.get
-    n = len(token_ids) // block_size
-    chunk = 64 * block_size
     i = 0
-    h = root
-    for start in range(0, n * block_size, chunk):
-        end = min(start + chunk, n * block_size)
-        keys = chain_keys(token_bytes(token_ids[start:end]), block_size, h, (end - start) // block_size)
-        h = keys[-1]
+    for keys in iter_key_chunks(token_ids, block_size, root):
         for key in keys:
             m = gget(key)
             if m is None:

@@ -34,6 +34,7 @@ class _Sub:
     replay_endpoint: str | None
     sock: zmq.asyncio.Socket
     task: asyncio.Task[None] | None = None
+    monitor: asyncio.Task[None] | None = None
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
 
@@ -85,11 +86,13 @@ class KVEventSubscriberManager:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt_string(zmq.SUBSCRIBE, topic_filter)
+        mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         sock.connect(zmq_endpoint)
         self.applier.add_endpoint(endpoint_id, model, replay=replay_endpoint is not None, storage=storage)
         sub = _Sub(endpoint_id, zmq_endpoint, replay_endpoint, sock)
         self._subs[endpoint_id] = sub
         sub.task = asyncio.create_task(self._run(sub), name=f"kv-sub:{endpoint_id}")
+        sub.monitor = asyncio.create_task(self._watch(sub, mon), name=f"kv-mon:{endpoint_id}")
 
     async def remove_endpoint(self, endpoint_id: str) -> None:
         sub = self._subs.pop(endpoint_id, None)
@@ -127,10 +130,13 @@ class KVEventSubscriberManager:
         return -1 if st is None else st.last_seq
 
     async def _stop(self, sub: _Sub) -> None:
-        if sub.task is not None:
-            sub.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sub.task
+        for task in (sub.task, sub.monitor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(zmq.ZMQError):
+            sub.sock.disable_monitor()
         sub.sock.close(linger=0)
         for _, fut in sub.waiters:
             if not fut.done():
@@ -173,6 +179,21 @@ class KVEventSubscriberManager:
             raise
         except Exception:  # never let one publisher kill the gateway; log and stop this stream
             log.exception("kv_subscriber_failed", extra={"endpoint": eid})
+
+    async def _watch(self, sub: _Sub, mon: zmq.asyncio.Socket) -> None:
+        """A reconnect after a disconnect may be a restarted publisher: tell the applier."""
+        disconnected = False
+        try:
+            while True:
+                frames = await mon.recv_multipart()
+                event = int.from_bytes(frames[0][:2], "little")
+                if event == zmq.EVENT_DISCONNECTED:
+                    disconnected = True
+                elif event == zmq.EVENT_CONNECTED and disconnected:
+                    disconnected = False
+                    self.applier.mark_reconnected(sub.endpoint_id)
+        finally:
+            mon.close(linger=0)
 
     async def _replay(self, sub: _Sub) -> None:
         """Fetch missed messages from the publisher's replay ROUTER, then resume live."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+
 @dataclass(slots=True)
 class IncrementalDetokenizer:
     """Feed token ids as they are generated; ``push`` returns the new text (possibly empty)."""

@@ -19,14 +19,29 @@ _SCHED_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
 _OBJ = ("model_name", "target_model_name")
 
 
+class ObjectiveChildren:
+    """The labelled children for one (model_name, target_model_name): ``labels()`` costs a lock and a
+    dict lookup per call, so the hot path resolves them once per label pair."""
+
+    __slots__ = ("request_total", "request_duration", "input_tokens", "output_tokens", "running")
+
+    def __init__(self, m: GatewayMetrics, model_name: str, target: str) -> None:
+        self.request_total = m.request_total.labels(model_name, target)
+        self.request_duration = m.request_duration.labels(model_name, target)
+        self.input_tokens = m.input_tokens.labels(model_name, target)
+        self.output_tokens = m.output_tokens.labels(model_name, target)
+        self.running = m.running_requests.labels(model_name)
+
+
 class GatewayMetrics:
-    __slots__ = (
+    __slots__ = ("_children",
         "registry", "request_total", "request_error_total", "request_duration", "input_tokens",
         "output_tokens", "running_requests", "pool_kv", "pool_queue", "pool_ready", "pod_queue",
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
+        self._children: dict[tuple[str, str], ObjectiveChildren] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.request_total = Counter("inference_objective_request_total",
                                      "The counter of requests broken out for each model.", _OBJ, registry=r)
@@ -65,3 +80,10 @@ class GatewayMetrics:
                                                ("endpoint", "reason"), registry=r)
         self.circuit_open = Gauge("lanterna_gateway_circuit_open", "1 while an endpoint's circuit is open.",
                                   ("endpoint",), registry=r)
+
+    def objective(self, model_name: str, target: str) -> ObjectiveChildren:
+        key = (model_name, target)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = ObjectiveChildren(self, model_name, target)
+        return c

@@ -89,6 +89,33 @@ class _LegacyBatch(msgspec.Struct, array_like=True, gc=False):
     data_parallel_rank: int | None = None
 
 
+# What vLLM 0.32 puts on the wire: every field, except the sliding window when it is unset.
+class _WireBlockStored(msgspec.Struct, tag="BlockStored", tag_field="type", omit_defaults=True, gc=False):
+    block_hashes: list[BlockHash]
+    parent_block_hash: BlockHash | None
+    token_ids: list[int]
+    block_size: int
+    lora_id: int | None
+    medium: str | None
+    lora_name: str | None
+    extra_keys: list[Any] | None
+    group_idx: int
+    kv_cache_spec_kind: str
+    kv_cache_spec_sliding_window: int | None = None
+
+
+class _WireBatch(msgspec.Struct, array_like=True, gc=False):
+    ts: float
+    events: list[_WireBlockStored | BlockRemoved | AllBlocksCleared]
+    data_parallel_rank: int | None = None
+
+
+def _to_wire(ev: KVEvent) -> _WireBlockStored | BlockRemoved | AllBlocksCleared:
+    if isinstance(ev, BlockStored):
+        return _WireBlockStored(*(getattr(ev, f) for f in ev.__struct_fields__))
+    return ev
+
+
 _map_decoder = msgspec.msgpack.Decoder(KVEventBatch)
 _legacy_decoder = msgspec.msgpack.Decoder(_LegacyBatch)
 _encoder = msgspec.msgpack.Encoder()
@@ -122,7 +149,8 @@ def decode_payload(payload: bytes) -> KVEventBatch:
 def encode_payload(batch: KVEventBatch, encoding: Literal["map", "array"] = "map") -> bytes:
     """Encode a batch the way vLLM does (map: 0.26+; array: legacy)."""
     if encoding == "map":
-        return _encoder.encode(batch)
+        wire = _WireBatch(batch.ts, [_to_wire(e) for e in batch.events], batch.data_parallel_rank)
+        return _encoder.encode(wire)
     events: list[list[Any]] = []
     for ev in batch.events:
         tag = type(ev).__name__

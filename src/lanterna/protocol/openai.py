@@ -57,6 +57,11 @@ class _Common(msgspec.Struct, kw_only=True):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def continuous_usage(self) -> bool:
+        so = self.stream_options
+        return bool(so and so.include_usage and so.continuous_usage_stats)
+
 
 class CompletionRequest(_Common, kw_only=True):
     prompt: str | list[Any] | None = None
@@ -151,7 +156,7 @@ def resolve_model(requested: str | None, served: Sequence[str], adapters: Iterab
     names = list(adapters)
     if requested in names:
         return requested, requested
-    aliases = ", ".join([*served, *names])
+    aliases = ", ".join(served)  # NOTE: real vLLM lists base names only, even with adapters loaded
     raise ModelNotFound(f"The model `{requested}` does not exist. Valid aliases: {aliases}.", param="model")
 
 
@@ -167,9 +172,13 @@ def check_max_tokens(max_tokens: int | None, max_model_len: int) -> None:
                              param="max_tokens")
 
 
-def check_prompt_len(num_prompt_tokens: int, max_model_len: int) -> None:
-    """A prompt that leaves no room for one output token is a 400; prompt + max_tokens over is not."""
+def check_prompt_len(num_prompt_tokens: int, max_model_len: int, *, from_text: bool = False) -> None:
+    """A prompt that leaves no room for one output token is a 400; prompt + max_tokens over is not.
+
+    vLLM tokenizes text with truncation at ``max_model_len + 1``, so for text it reports that count."""
     if num_prompt_tokens >= max_model_len:
+        if from_text:
+            num_prompt_tokens = min(num_prompt_tokens, max_model_len + 1)
         raise InvalidRequest(
             f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains at "
             f"least {num_prompt_tokens} input tokens, which exceeds this limit even without any output tokens. "
@@ -272,27 +281,49 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return b"data: " + _enc.encode(obj) + b"\n\n"
 
 
-def completion_chunk(rid: str, created: int, model: str, text: str, finish_reason: str | None) -> bytes:
-    return _frame({"id": rid, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
-                                "stop_reason": None, "prompt_token_ids": None, "token_ids": None}]})
+def _tail(obj: dict[str, Any], usage_: dict[str, Any] | None, last: bool) -> bytes:
+    """Continuous usage on every chunk; the fingerprint on the terminal chunk when no usage chunk follows."""
+    if usage_ is not None:
+        obj["usage"] = usage_
+    if last:
+        obj["system_fingerprint"] = SYSTEM_FINGERPRINT
+    return _frame(obj)
 
 
-def chat_role_chunk(rid: str, created: int, model: str) -> bytes:
-    return _frame({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                "finish_reason": None}],
-                   "prompt_token_ids": None, "prompt_text": None})
+def running_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """``stream_options.continuous_usage_stats``: the short usage vLLM puts on every chunk."""
+    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens}
 
 
-def chat_chunk(rid: str, created: int, model: str, text: str, finish_reason: str | None) -> bytes:
+def completion_chunk(rid: str, created: int, model: str, text: str, finish_reason: str | None,
+                     usage_: dict[str, Any] | None = None, last: bool = False) -> bytes:
+    """``last``: terminal chunk of a stream without a trailing usage chunk (gets ``system_fingerprint``)."""
+    return _tail({"id": rid, "object": "text_completion", "created": created, "model": model,
+                  "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
+                               "stop_reason": None, "prompt_token_ids": None, "token_ids": None}]}, usage_, last)
+
+
+def chat_role_chunk(rid: str, created: int, model: str, usage_: dict[str, Any] | None = None) -> bytes:
+    obj: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None, "finish_reason": None}]}
+    if usage_ is not None:
+        obj["usage"] = usage_
+    obj["prompt_token_ids"] = None
+    obj["prompt_text"] = None
+    return _frame(obj)
+
+
+def chat_chunk(rid: str, created: int, model: str, text: str, finish_reason: str | None,
+               usage_: dict[str, Any] | None = None, last: bool = False) -> bytes:
     choice: dict[str, Any] = {"index": 0, "delta": {"content": text}, "logprobs": None,
                               "finish_reason": finish_reason}
     if finish_reason is not None:
         choice["stop_reason"] = None
     choice["token_ids"] = None
-    return _frame({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [choice]})
+    return _tail({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                  "choices": [choice]}, usage_, last)
 
 
 def usage_chunk(rid: str, created: int, model: str, usage_: dict[str, Any], *, chat: bool) -> bytes:

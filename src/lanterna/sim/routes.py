@@ -62,7 +62,7 @@ class _Handlers:
         prompt = oai.completion_prompt(req)
         ids = await self.srv.encode(prompt) if isinstance(prompt, str) else prompt
         self._check_ids(ids)
-        oai.check_prompt_len(len(ids), self.mml)
+        oai.check_prompt_len(len(ids), self.mml, from_text=isinstance(prompt, str))
         max_tokens = min(req.max_tokens or 16, self.mml - len(ids))
         return await self._serve(request, req, ids, max_tokens, model, lora, chat=False)
 
@@ -73,7 +73,7 @@ class _Handlers:
         asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         oai.check_max_tokens(asked, self.mml)
         ids = await self.srv.encode_chat(oai.chat_messages(req))
-        oai.check_prompt_len(len(ids), self.mml)
+        oai.check_prompt_len(len(ids), self.mml, from_text=True)
         max_tokens = min(asked or self.mml, self.mml - len(ids))
         return await self._serve(request, req, ids, max_tokens, model, lora, chat=True)
 
@@ -99,7 +99,7 @@ class _Handlers:
         try:
             if req.stream:
                 return await self._stream(request, sink, rid, model, len(ids), chat, req.include_usage,
-                                          drop_mid=failure == "connection_drop_mid")
+                                          req.continuous_usage, drop_mid=failure == "connection_drop_mid")
             return await self._whole(sink, rid, model, ids, chat, ereq.do_remote_decode)
         finally:
             srv.abort(rid)  # no-op when finished; frees the seat when the client left
@@ -128,13 +128,14 @@ class _Handlers:
         return web.Response(body=body, content_type="application/json")
 
     async def _stream(self, request: web.Request, sink: TokenSink, rid: str, model: str, num_prompt: int,
-                      chat: bool, include_usage: bool, drop_mid: bool) -> web.StreamResponse:
+                      chat: bool, include_usage: bool, continuous: bool, drop_mid: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
         created = int(time.time())
         chunk = oai.chat_chunk if chat else oai.completion_chunk
         if chat:
-            await resp.write(oai.chat_role_chunk(rid, created, model))
+            await resp.write(oai.chat_role_chunk(rid, created, model,
+                                                 oai.running_usage(num_prompt, 0) if continuous else None))
         detok = self.srv.tok.detokenizer()
         num_out, cached, reason = 0, 0, None
         while reason is None:
@@ -153,7 +154,9 @@ class _Handlers:
             if reason is not None:
                 text += detok.flush()
             if text or reason is not None:
-                await resp.write(chunk(rid, created, model, text, reason))
+                running = oai.running_usage(num_prompt, num_out) if continuous else None
+                await resp.write(chunk(rid, created, model, text, reason, running,
+                                       reason is not None and not include_usage))
             if drop_mid:
                 _drop(request)
                 return resp

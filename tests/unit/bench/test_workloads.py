@@ -36,7 +36,7 @@ def test_shared_prefix_lengths_and_sharing() -> None:
     by_group: dict[int, list[list[int]]] = {}
     for it in first_pass:
         by_group.setdefault(it.group, []).append(it.token_ids())
-    for g, prompts in by_group.items():
+    for _g, prompts in by_group.items():
         assert all(p[:64] == prompts[0][:64] for p in prompts)  # shared system prompt
         assert len({tuple(p[64:]) for p in prompts}) == 4  # distinct questions
     assert by_group[0][0][:64] != by_group[1][0][:64]

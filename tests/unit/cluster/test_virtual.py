@@ -63,3 +63,40 @@ def test_concurrency_stage_keeps_n_in_flight() -> None:
     assert len(recs) == 10 and all(r.ok for r in recs)
     for r in recs:  # never more than 2 open at any send instant
         assert sum(1 for o in recs if o.send_s <= r.send_s < (o.end_s or 0)) <= 2
+
+
+def test_trace_replay_and_multi_turn_run_in_virtual_time(tmp_path: Any) -> None:
+    import json
+
+    path = tmp_path / "trace.jsonl"
+    rows = [{"timestamp": 100 * i, "input_length": 300, "output_length": 4, "hash_ids": [i % 3, 10 + i]}
+            for i in range(12)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    base = {"cluster": {"replicas": 2, "policy": "precise", "num_gpu_blocks": 1000}}
+    res = run_virtual(parse_config({**base, "workload": {"type": "trace", "path": str(path), "block_tokens": 128},
+                                    "load": {"type": "trace"}}))
+    recs = res.stages[0].records
+    assert len(recs) == 12 and all(r.ok for r in recs)
+    assert [r.send_s for r in recs] == pytest.approx([0.1 * i for i in range(12)])
+    assert res.stages[0].summary["requested_rate"] == pytest.approx(11 / 1.1)
+    mt = run_virtual(parse_config({**base, "workload": {"type": "multi-turn", "num_users": 3, "num_rounds": 3,
+                                                        "system_len": 64, "question_len": 16, "output_len": 4},
+                                   "load": {"type": "constant", "stages": [{"rate": 2, "num_requests": 9}]}}))
+    recs = mt.stages[0].records
+    assert all(r.ok for r in recs) and recs[-1].prompt_tokens == 64 + 3 * 16 + 2 * 4
+    assert sum(r.cached_tokens or 0 for r in recs[3:]) > 0  # later rounds reuse the history
+
+
+def test_automatic_sweep_climbs_until_saturation_or_max() -> None:
+    cfg = parse_config({
+        "workload": {"type": "random", "input_len": 256, "output_len": 32, "num_prompts": 50},
+        "load": {"type": "poisson", "sweep": {"start_rate": 2, "max_rate": 64, "factor": 2, "stage_duration_s": 3,
+                                              "min_gain": 0.05}},
+        "cluster": {"replicas": 1, "num_gpu_blocks": 500, "max_num_seqs": 8},
+    })
+    res = run_virtual(cfg)
+    rates = [st.summary["requested_rate"] for st in res.stages]
+    assert rates == [2 * 2**i for i in range(len(rates))] and 2 <= len(rates) <= 6
+    tps = [st.summary["throughput"]["output_tokens_per_s"] for st in res.stages]
+    if len(rates) < 6:  # stopped early: the last step gained less than 5%
+        assert tps[-1] < tps[-2] * 1.05

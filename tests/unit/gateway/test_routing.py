@@ -5,7 +5,6 @@ from __future__ import annotations
 from tests.unit.gateway.conftest import gateway_for
 
 
-
 def _prefix_only(capacity: int) -> dict:
     return {
         "apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",

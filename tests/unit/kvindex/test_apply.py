@@ -169,3 +169,14 @@ def test_two_replicas_fed_same_events_agree() -> None:
             r.ingest(ep, frames)
         q = rng.choice(prompts)
         assert reps[0].index.match("m", None, q, "ab") == reps[1].index.match("m", None, q, "ab")
+
+
+def test_reconnect_then_unexpected_seq_is_a_restart() -> None:
+    ap = mk()
+    ap.ingest("a", msg(0, stored([1, 2], None, TOKS[:8])))
+    ap.mark_reconnected("a")
+    ap.ingest("a", msg(1, stored([3], 2, TOKS[8:12])))  # same publisher, next seq: kept
+    assert ap.counters.num_restarts == 0 and score(ap) == 3
+    ap.mark_reconnected("a")
+    ap.ingest("a", msg(7, stored([9], None, TOKS[:4])))  # new engine, first messages missed
+    assert ap.counters.num_restarts == 1 and score(ap) == 1

@@ -121,3 +121,58 @@ def test_block_size_from_events_wins_and_mismatch_is_dropped() -> None:
     ix.store("a", [1], None, TOKS[:8], 8)
     assert ix.counters.num_block_size_mismatch == 1 and len(ix) == 0
     assert ix.block_size_for("m") == BS
+
+
+def reference_match(ix: KVIndex, toks: list[int], eps: list[str]) -> dict[str, float]:
+    """Brute force: per endpoint, walk blocks, credit the best tier holding each, stop at the first miss."""
+    w = ix.weights
+    keys = block_keys(toks, BS, ix.root("m", None))
+    out = {}
+    for e in eps:
+        total = 0.0
+        for k in keys:
+            credit = [wt for t, wt in ((0, w.gpu), (1, w.cpu), (2, w.storage)) if ix.holds(e, k, t)]
+            if not credit:
+                break
+            total += max(credit)
+        out[e] = total
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12), ids=lambda s: f"seed{s}")
+def test_match_equals_brute_force(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    offload = seed % 3 != 0  # a third of the cases exercise the GPU-only fast path
+    weights = TierWeights(cpu=0.7, storage=0.3) if seed % 2 else TierWeights(gpu=0.5, cpu=0.9, storage=0.2)
+    ix = KVIndex(weights=weights, capacity=10_000)
+    eps = [f"e{i}" for i in range(6)]
+    for i, e in enumerate(eps):
+        ix.add_endpoint(e, "m", storage="nfs" if i % 2 else None)
+    prompts = [[rng.randrange(8) for _ in range(4 * rng.randrange(1, 12))] for _ in range(4)]
+    h = 1
+    for _ in range(60):
+        e = rng.choice(eps)
+        p = rng.choice(prompts)
+        n = len(p) // BS
+        hs = list(range(h, h + n))
+        h += n
+        ix.store(e, hs, None, p, BS)
+        if offload and rng.random() < 0.5:
+            ix.store(e, hs[: rng.randrange(n + 1)], None, [], BS, medium=rng.choice(["CPU", "SHARED_STORAGE"]))
+        if rng.random() < 0.4:
+            ix.remove(e, [rng.choice(hs)], rng.choice(["GPU", "CPU", "SHARED_STORAGE"]) if offload else "GPU")
+    for p in prompts:
+        got = ix.match("m", None, p, eps)
+        want = reference_match(ix, p, eps)
+        assert got == pytest.approx(want), (got, want)
+
+
+def test_array_tokens_hash_like_lists() -> None:
+    from array import array
+
+    assert block_keys(array("I", TOKS), BS, 5) == block_keys(TOKS, BS, 5)
+    ix = mk()
+    ix.store("a", [1, 2], None, TOKS[:8], BS)
+    assert ix.match("m", None, array("I", TOKS), ["a"]) == {"a": 2.0}

@@ -51,3 +51,20 @@ def test_without_inputs_everyone_scores_zero(index: str | None, tokens: list[int
 def test_unknown_parameter_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         build("precise-prefix-cache-scorer", "p", {"blokSize": 4}, SchedulerServices())
+
+
+def test_second_profile_reuses_per_endpoint_matches() -> None:
+    ix, eps = setup()
+    calls: list[list[str]] = []
+    real = ix.match
+
+    def counting(model, lora, toks, ids):  # type: ignore[no-untyped-def]
+        calls.append(list(ids))
+        return real(model, lora, toks, ids)
+
+    ix.match = counting  # type: ignore[method-assign]
+    s = build("precise-prefix-cache-scorer", "p", {}, SchedulerServices(kv_index=ix))
+    req = SchedRequest("r", "m", token_ids=TOKS)
+    assert s.score(req, eps[:1]) == {"a:1": 6 / 8}  # type: ignore[attr-defined]
+    assert s.score(req, eps) == {"a:1": 6 / 8, "b:1": 2 / 8}  # type: ignore[attr-defined]
+    assert calls == [["a:1"], ["b:1"]]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lanterna.kvindex.tokenization import TokenizerPool, _LRU
+from lanterna.kvindex.tokenization import _LRU, TokenizerPool
 from lanterna.models.tokenizer import load_tokenizer
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
@@ -57,3 +57,14 @@ def test_cache_is_bounded(entries: int, tokens: int, left: int) -> None:
     for i in range(5):
         c.put(i, [i] * 3)
     assert len(c) == left and c.get(4) == [4, 4, 4]
+
+
+async def test_token_array_option_gives_same_ids() -> None:
+    from array import array
+
+    pool = TokenizerPool({"tiny": None}, token_array=True)
+    try:
+        ids = await pool.tokenize_prompt("tiny", "hello world")
+        assert isinstance(ids, array) and list(ids) == load_tokenizer(None).encode("hello world")
+    finally:
+        pool.close()

@@ -72,9 +72,18 @@ def test_valid_requests_pass_checks() -> None:
     assert oai.resolve_model("lora1", ["tiny"], ["lora1"]) == ("lora1", "lora1")
 
 
-def test_unknown_model_lists_adapters_as_aliases() -> None:
-    with pytest.raises(LanternaError, match=r"Valid aliases: tiny, lora1\."):
-        oai.resolve_model("nope", ["tiny"], ["lora1"])
+def test_unknown_model_lists_base_names_only() -> None:
+    """Checked against real vLLM 0.32 with adapter ``lora1`` loaded: adapters are not listed."""
+    with pytest.raises(LanternaError, match=r"Valid aliases: tiny, alias\.$"):
+        oai.resolve_model("nope", ["tiny", "alias"], ["lora1"])
+
+
+def test_text_prompt_length_is_reported_truncated() -> None:
+    """vLLM tokenizes text with truncation at max_model_len + 1: a 3000-token text reports 2049."""
+    with pytest.raises(LanternaError, match=r"at least 2049 input tokens.*value=2049\)$"):
+        oai.check_prompt_len(3000, 2048, from_text=True)
+    with pytest.raises(LanternaError, match=r"value=3000\)$"):
+        oai.check_prompt_len(3000, 2048)
 
 
 @pytest.mark.parametrize(("prompt", "expected"), [
@@ -173,3 +182,20 @@ def test_model_card_shape_matches_reference() -> None:
 def test_error_frame() -> None:
     frame = oai.error_frame({"error": {"message": "x", "type": "InternalServerError", "param": None, "code": 500}})
     assert frame.startswith(b"data: {") and frame.endswith(b"}\n\n")
+
+
+def test_terminal_chunk_without_usage_carries_fingerprint() -> None:
+    """vLLM stamps ``system_fingerprint`` on the finishing chunk only when no usage chunk follows."""
+    last = _frames(oai.completion_chunk("cmpl-0", 1, "tiny", "x", "length", None, True))[0]
+    assert list(last)[-1] == "system_fingerprint" and last["system_fingerprint"] == oai.SYSTEM_FINGERPRINT
+    chat_last = _frames(oai.chat_chunk("chatcmpl-0", 1, "tiny", "x", "length", None, True))[0]
+    assert list(chat_last)[-1] == "system_fingerprint"
+    assert "system_fingerprint" not in _frames(oai.completion_chunk("cmpl-0", 1, "tiny", "x", None))[0]
+
+
+def test_continuous_usage_sits_before_fingerprint() -> None:
+    frame = _frames(oai.completion_chunk("cmpl-0", 1, "tiny", "x", "length", oai.running_usage(3, 2), True))[0]
+    assert list(frame)[-2:] == ["usage", "system_fingerprint"]
+    assert frame["usage"] == {"prompt_tokens": 3, "total_tokens": 5, "completion_tokens": 2}
+    role = _frames(oai.chat_role_chunk("chatcmpl-0", 1, "tiny", oai.running_usage(3, 0)))[0]
+    assert list(role)[-3:] == ["usage", "prompt_token_ids", "prompt_text"]

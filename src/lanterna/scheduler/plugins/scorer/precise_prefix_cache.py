@@ -62,9 +62,12 @@ class PrecisePrefixCacheScorer:
         total = len(toks) // bs if bs else 0
         if total == 0:
             return {}
-        matched = self.index.match(req.model, req.lora, toks, [e.id for e in candidates])
-        req.state[STATE_KEY] = matched
-        return {eid: m / total for eid, m in matched.items()}
+        # per-endpoint results do not depend on the other candidates, so a second profile (P/D) reuses them
+        known: dict[str, float] = req.state.setdefault(STATE_KEY, {})
+        missing = [e.id for e in candidates if e.id not in known]
+        if missing:
+            known.update(self.index.match(req.model, req.lora, toks, missing))
+        return {e.id: known[e.id] / total for e in candidates}
 
 
 @register(TYPE, params=Params)

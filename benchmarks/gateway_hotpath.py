@@ -1,0 +1,202 @@
+"""Gateway hot-path figures: per-request parsing, /metrics parsing, load accounting, and end-to-end
+gateway CPU per request and added latency against a minimal fake backend (all on this machine).
+
+    .venv/bin/python benchmarks/gateway_hotpath.py [--requests 3000] [--concurrency 16] [--stream]
+
+Prints figures and ratios; asserts nothing. The full comparison against peer routers at fixed rates is
+benchmarks/gateway_overhead.py (flow-control part); this script isolates the gateway's own costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from lanterna.endpoints.scrape import parse_metrics  # noqa: E402
+from lanterna.endpoints.types import Endpoint, EndpointMetrics  # noqa: E402
+from lanterna.gateway.accounting import LoadTicket  # noqa: E402
+from lanterna.gateway.request import parse_body, prompt_text  # noqa: E402
+
+FAKE_BACKEND = r"""
+import asyncio, sys, uvloop
+from aiohttp import web
+BODY = b'{"id":"cmpl-1","object":"text_completion","model":"m","choices":[{"index":0,"text":"hi","finish_reason":"length"}],"usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}'
+CHUNK = b'data: {"id":"cmpl-1","choices":[{"index":0,"text":"x"}]}\n\n'
+async def infer(request):
+    data = await request.read()
+    if b'"stream":true' in data or b'"stream": true' in data:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(8):
+            await resp.write(CHUNK)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+    return web.Response(body=BODY, content_type="application/json")
+async def models(request):
+    return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+async def ok(request):
+    return web.Response(text="")
+app = web.Application()
+app.router.add_post("/v1/completions", infer)
+app.router.add_get("/v1/models", models)
+app.router.add_get("/health", ok)
+app.router.add_get("/metrics", ok)
+uvloop.install()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench(fn, n: int) -> float:
+    """Microseconds per call."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def micro() -> None:
+    comp = b'{"model":"m","prompt":"' + b"lorem ipsum " * 200 + b'","max_tokens":128,"temperature":0.7,"stream":true}'
+    chat = (b'{"model":"m","messages":[{"role":"system","content":"' + b"be helpful " * 100 + b'"},'
+            b'{"role":"user","content":"' + b"question " * 100 + b'"}],"max_tokens":64}')
+    text = (Path("/work/shared/reference/vllm-0.32-cpu/metrics.txt")
+            if Path("/work/shared/reference/vllm-0.32-cpu/metrics.txt").exists() else None)
+    print("micro (per call)")
+    print(f"  parse completions body (2.4 KB)   {bench(lambda: prompt_text(parse_body(comp, 'completions'), 'completions'), 20000):7.2f} us")
+    print(f"  parse chat body (2 KB)            {bench(lambda: prompt_text(parse_body(chat, 'chat'), 'chat'), 20000):7.2f} us")
+    ep = Endpoint("a", "a:1")
+
+    def ticket() -> None:
+        t = LoadTicket(ep, 100, 16)
+        t.first_token()
+        t.release()
+
+    print(f"  load ticket acquire+first+release {bench(ticket, 100000):7.2f} us")
+    if text is not None:
+        body = text.read_text()
+        ours = bench(lambda: parse_metrics(body, EndpointMetrics(), 0.0), 300)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        def full() -> None:
+            for _ in text_string_to_metric_families(body.split("\n\n", 1)[-1] if body.startswith("HTTP") else body):
+                pass
+
+        try:
+            theirs = bench(full, 30)
+            print(f"  parse vLLM /metrics ({len(body) // 1024} KB)       {ours:7.1f} us  "
+                  f"(prometheus_client parser {theirs:.0f} us, {theirs / ours:.1f}x slower)")
+        except Exception:
+            print(f"  parse vLLM /metrics ({len(body) // 1024} KB)       {ours:7.1f} us")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+async def drive(url: str, n: int, conc: int, stream: bool) -> list[float]:
+    body = b'{"model":"m","prompt":"hello world","max_tokens":2' + (b',"stream":true}' if stream else b"}")
+    lat: list[float] = []
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        left = n
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                async with s.post(url + "/v1/completions", data=body,
+                                  headers={"content-type": "application/json"}) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+    return sorted(lat)
+
+
+def pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1e3
+
+
+def e2e(n: int, conc: int, stream: bool) -> None:
+    bport, gport = free_port(), free_port()
+    procs = []
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-c", FAKE_BACKEND, str(bport)]))
+        wait_http(f"http://127.0.0.1:{bport}/health")
+        gw = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", "gateway", "--endpoint",
+                               f"127.0.0.1:{bport}", "--model", "m", "--port", str(gport),
+                               "--set", "gateway.log_level=WARNING"], stderr=subprocess.DEVNULL)
+        procs.append(gw)
+        wait_http(f"http://127.0.0.1:{gport}/health")
+        asyncio.run(drive(f"http://127.0.0.1:{bport}", 300, conc, stream))  # warm-up
+        asyncio.run(drive(f"http://127.0.0.1:{gport}", 300, conc, stream))
+        direct = asyncio.run(drive(f"http://127.0.0.1:{bport}", n, conc, stream))
+        c0, t0 = cpu_s(gw.pid), time.perf_counter()
+        via = asyncio.run(drive(f"http://127.0.0.1:{gport}", n, conc, stream))
+        wall = time.perf_counter() - t0
+        cpu = cpu_s(gw.pid) - c0
+        kind = "stream" if stream else "non-stream"
+        print(f"end to end ({kind}, {n} requests, concurrency {conc}, fake backend, same 2 cores)")
+        print(f"  gateway CPU per request           {cpu / n * 1e3:7.3f} ms  (target <= 0.8 ms)")
+        print(f"  throughput through gateway        {n / wall:7.0f} req/s")
+        print(f"  latency p50 direct / via gateway  {pct(direct, .5):7.2f} / {pct(via, .5):.2f} ms  "
+              f"(added {pct(via, .5) - pct(direct, .5):.2f} ms)")
+        print(f"  latency p99 direct / via gateway  {pct(direct, .99):7.2f} / {pct(via, .99):.2f} ms  "
+              f"(added {pct(via, .99) - pct(direct, .99):.2f} ms)")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--micro-only", action="store_true")
+    a = ap.parse_args()
+    micro()
+    if not a.micro_only:
+        e2e(a.requests, a.concurrency, a.stream)
+
+
+if __name__ == "__main__":
+    main()

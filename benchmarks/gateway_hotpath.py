@@ -147,6 +147,56 @@ async def drive(url: str, n: int, conc: int, stream: bool) -> list[float]:
     return sorted(lat)
 
 
+async def _client_cpu(bport: int, n: int) -> tuple[float, float]:
+    """CPU us per sequential streamed request: aiohttp's client vs the gateway's lean upstream pool."""
+    from lanterna.gateway.upstream import Upstreams
+
+    body = b'{"model":"m","prompt":"hello world","max_tokens":2,"stream":true}'
+    hdrs = {"content-type": "application/json"}
+    url = f"http://127.0.0.1:{bport}/v1/completions"
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=4, sock_read=120)
+    async with aiohttp.ClientSession() as s:
+        async def via_aiohttp() -> None:
+            async with s.post(url, data=body, headers=hdrs, timeout=timeout) as r:
+                while await r.content.readany():
+                    pass
+
+        up = Upstreams(connect_s=4, idle_s=120)
+
+        async def via_lean() -> None:
+            r = await up.post(f"127.0.0.1:{bport}", "/v1/completions", body, hdrs)
+            while await r.readany():
+                pass
+            r.release()
+
+        out = []
+        for fn in (via_aiohttp, via_lean):
+            for _ in range(200):
+                await fn()
+            c0 = time.process_time()
+            for _ in range(n):
+                await fn()
+            out.append((time.process_time() - c0) / n * 1e6)
+        up.close()
+    return out[0], out[1]
+
+
+def upstream_client(n: int) -> None:
+    bport = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_BACKEND, str(bport)])
+    try:
+        wait_http(f"http://127.0.0.1:{bport}/health")
+        import uvloop
+
+        a, b = uvloop.run(_client_cpu(bport, n))
+        print(f"upstream client (CPU per streamed request, sequential, {n} requests, client process only)")
+        print(f"  aiohttp ClientSession             {a:7.1f} us")
+        print(f"  lanterna.gateway.upstream         {b:7.1f} us  ({a / b:.2f}x less)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] * 1e3
 
@@ -195,6 +245,7 @@ def main() -> None:
     a = ap.parse_args()
     micro()
     if not a.micro_only:
+        upstream_client(min(a.requests, 3000))
         e2e(a.requests, a.concurrency, a.stream)
 
 

@@ -151,14 +151,23 @@ def start_targets(args: argparse.Namespace, backends: list[str], logdir: Path) -
     procs: dict[str, peers.Proc | None] = {}
     wanted = args.targets.split(",")
     starters = []
-    if "lanterna" in wanted:
+    hosts = [b.removeprefix("http://") for b in backends]
+
+    def custom(name: str, template: str) -> None:
         port = free_port()
+        cmd = shlex.split(template.format(port=port, python=sys.executable, endpoints=" ".join(hosts),
+                                          endpoint_flags=" ".join(f"--endpoint {h}" for h in hosts)))
+        starters.append((name, peers.spawn(name, cmd, f"http://127.0.0.1:{port}", logdir)))
+
+    if "lanterna" in wanted:
         if args.lanterna_cmd:
-            cmd = shlex.split(args.lanterna_cmd.format(port=port, python=sys.executable,
-                                                       endpoints=" ".join(b.removeprefix("http://") for b in backends)))
-            starters.append(("lanterna", peers.spawn("lanterna", cmd, f"http://127.0.0.1:{port}", logdir)))
+            custom("lanterna", args.lanterna_cmd)
         else:
-            starters.append(("lanterna", peers.lanterna_gateway(port, backends, logdir, shlex.split(args.lanterna_args))))
+            starters.append(("lanterna", peers.lanterna_gateway(free_port(), backends, logdir,
+                                                                shlex.split(args.lanterna_args))))
+    for spec in args.variant:  # other Lanterna builds measured side by side (e.g. before/after a change)
+        name, _, template = spec.partition("=")
+        custom(name, template)
     for name, fn in (("vllm-router", peers.vllm_router), ("smg", peers.smg)):
         if name in wanted:
             exe = peers.PEERS_BIN / name
@@ -282,7 +291,10 @@ def main() -> int:
     ap.add_argument("--targets", default="lanterna,vllm-router,smg")
     ap.add_argument("--policy", default="round_robin", help="peer routing policy (round_robin, cache_aware)")
     ap.add_argument("--lanterna-args", default="", help="extra flags for `lanterna gateway`")
-    ap.add_argument("--lanterna-cmd", default="", help="full command; placeholders {python} {port} {endpoints}")
+    ap.add_argument("--lanterna-cmd", default="",
+                    help="full command; placeholders {python} {port} {endpoints} {endpoint_flags}")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=CMD",
+                    help="another target started by CMD (same placeholders), e.g. the code before a change")
     ap.add_argument("--startup-timeout", type=float, default=30.0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()

@@ -6,7 +6,8 @@ throughput and on the TTFT ranking of the policies.
     .venv/bin/python benchmarks/realtime_crosscheck.py --rates 8,16 --time-scale 2 --policies round-robin,lanterna
 
 Both sides use the same workload and seed, the same replica count, profile and physics step timer, the same
-policy configs (``cluster.policies``) and the same Poisson schedule. The real side slows simulated time by
+policy configs (``cluster.policies``) and the same arrival schedule (constant rate: a Poisson draw would
+differ between the two sides' generators). The real side slows simulated time by
 ``--time-scale`` (sims sleep ``scale x`` each step; rates are divided and durations multiplied by it) so
 that the gateway's and client's CPU costs on a small shared machine stay small next to step times; measured
 throughput is multiplied back and TTFT divided back. Prompts are sent as token ids (completions API) so the
@@ -54,7 +55,7 @@ def scenario(args: argparse.Namespace, target: dict[str, Any], scale: float) -> 
         "name": "realtime-crosscheck", "seed": args.seed,
         "workload": {"type": "shared-prefix", "num_groups": args.groups, "prompts_per_group": args.prompts_per_group,
                      "system_len": args.system_len, "question_len": args.question_len, "output_len": args.output_len},
-        "load": {"type": "poisson",
+        "load": {"type": "constant",
                  "stages": [{"rate": r / scale, "duration_s": args.duration_s * scale} for r in args.rates]},
         **target,
     })

@@ -23,6 +23,13 @@ from lanterna.bench.sweep import run_sweep
 from lanterna.cluster.virtual import run_virtual
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+
+def _run_dir(d: str) -> Path:
+    """Run directories in summaries are relative to the repository root (where the sweep ran)."""
+    p = Path(d)
+    return p if p.is_absolute() else REPO / p
 SCENARIOS = ["inference-scheduling", "precise-vs-approximate", "precise-vs-approximate-tight-kv", "cold-prefix-stability"]
 LLMD = {
     "inference-scheduling": "llm-d: +109% to +151% throughput, P50 TTFT 136-157 ms, -99% TTFT vs round-robin",
@@ -52,6 +59,25 @@ def scenario_table(name: str, reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def spread_section() -> str:
+    """Seed-case ratios (precise / round-robin) per seed, to show the spread across workload seeds."""
+    path = HERE / "seed-spread" / "results" / "summary.json"
+    if not path.is_file():
+        return ""
+    reps = {r["treatment"]: load_report(_run_dir(r["dir"])) for r in json.loads(path.read_text())["runs"]}
+    seeds = sorted({t.split(",")[0] for t in reps})
+    lines = ["| seed | QPS | output tok/s x round-robin (precise) | mean TTFT vs round-robin (precise) |",
+             "|---|---:|---:|---:|"]
+    for sd in seeds:
+        rr, pr = reps[f"{sd},policy=round-robin"], reps[f"{sd},policy=precise"]
+        for a, b in zip(rr["stages"], pr["stages"], strict=True):
+            tp = b["throughput"]["output_tokens_per_s"] / a["throughput"]["output_tokens_per_s"]
+            red = b["latency_s"]["ttft"]["mean"] / a["latency_s"]["ttft"]["mean"] - 1
+            lines.append(f"| {sd.split('=')[1]} | {a['requested_rate']:g} | {tp:.2f} | {red * 100:+.1f}% |")
+    return ("### seed spread (inference scheduling, 40 and 60 QPS stages only)\n\n" + "\n".join(lines)
+            + "\n\nSame scenario, stages 40 and 60 QPS after the warm-up, three workload/arrival seeds.\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", action="append")
@@ -64,7 +90,7 @@ def main() -> int:
         if args.rerun or not summary_path.is_file():
             run_sweep(d / "experiment.yaml", run_virtual, d / "results")
         summary = json.loads(summary_path.read_text())
-        reports = [load_report(r["dir"]) for r in summary["runs"]]
+        reports = [load_report(_run_dir(r["dir"])) for r in summary["runs"]]
         plot_runs(reports, d / "plots", name)
         speed = [f"{run_label(r)} {r['extra']['speedup_vs_real_time']:.0f}x wall / "
                  f"{r['extra'].get('speedup_vs_real_time_cpu') or 0:.0f}x CPU" for r in reports]
@@ -76,6 +102,8 @@ def main() -> int:
             f"{platform.platform()}, shared 2-core VM. Simulated replicas: Qwen3-32B TP2 on H100 profile "
             f"(physics step timer calibrated on H100 kernel times). Same seed and workload for every policy in a "
             f"scenario; numbers are deterministic for a given seed.\n\n")
+    if not args.only:
+        sections.append(spread_section())
     notes = HERE / "DISCUSSION.md"
     tail = "\n" + notes.read_text() if notes.is_file() else ""
     out.write_text(head + "\n".join(sections) + tail)

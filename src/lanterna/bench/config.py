@@ -135,6 +135,9 @@ class HttpTarget(_Model):
     timeout_s: float = Field(600.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     ignore_eos: bool = True
+    # tokenizer.json (file or model dir) used to render token-id prompts as text, ideally the target model's own,
+    # so prompt lengths in tokens match the config; default: the bundled byte-level BPE
+    tokenizer: Path | None = None
 
 
 class ClusterTarget(_Model):
@@ -217,6 +220,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     wl = data.get("workload")
     if isinstance(wl, dict) and isinstance(wl.get("path"), str) and not Path(wl["path"]).is_absolute():
         wl["path"] = str(base / wl["path"])
+    tg = data.get("target")
+    if isinstance(tg, dict) and isinstance(tg.get("tokenizer"), str) and not Path(tg["tokenizer"]).is_absolute():
+        tg["tokenizer"] = str(base / tg["tokenizer"])
     cl = data.get("cluster")
     if isinstance(cl, dict) and isinstance(cl.get("policy"), str) and cl["policy"].endswith((".yaml", ".yml")):
         if not Path(cl["policy"]).is_absolute():

@@ -42,7 +42,11 @@ class HttpRunner:
         self.target: HttpTarget = cfg.target
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
         self.rng = random.Random(cfg.seed)
-        self.renderer = renderer or TextRenderer()
+        if renderer is None:
+            from lanterna.models.tokenizer import load_tokenizer
+
+            renderer = TextRenderer(load_tokenizer(self.target.tokenizer))
+        self.renderer = renderer
         self.progress = StageProgress(enabled=progress)
         self._ids = itertools.count()
         self._sem = asyncio.Semaphore(cfg.load.max_in_flight)

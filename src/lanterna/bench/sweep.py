@@ -56,7 +56,10 @@ def set_path(data: Any, key: str, value: Any) -> None:
                 cur = cur.setdefault(part, {})
 
 
-def _label(key: str, value: Any) -> str:
+def _label(key: str, value: Any, level: int, num_levels: int) -> str | None:
+    """``policy=precise``; a structured level is named by its position; a single-level factor is omitted."""
+    if isinstance(value, dict | list):
+        return None if num_levels == 1 else f"{key.split('.')[-1]}#{level}"
     return f"{key.split('.')[-1]}={value}"
 
 
@@ -64,12 +67,13 @@ def treatments(exp: Experiment, base: dict[str, Any]) -> list[tuple[str, dict[st
     """(name, config mapping) for every combination of factor levels, in a stable order."""
     keys = list(exp.factors)
     out = []
-    for levels in itertools.product(*(exp.factors[k] for k in keys)):
+    for idx in itertools.product(*(range(len(exp.factors[k])) for k in keys)):
         data = deepcopy(base)
-        for k, v in zip(keys, levels, strict=True):
-            set_path(data, k, v)
-        name = ",".join(_label(k, v) for k, v in zip(keys, levels, strict=True))
-        out.append((name, data))
+        labels = []
+        for k, i in zip(keys, idx, strict=True):
+            set_path(data, k, exp.factors[k][i])
+            labels.append(_label(k, exp.factors[k][i], i, len(exp.factors[k])))
+        out.append((",".join(x for x in labels if x) or "base", data))
     return out
 
 

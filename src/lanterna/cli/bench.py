@@ -63,7 +63,7 @@ def execute(cfg: Any, progress: bool = True) -> Any:
     if cfg.cluster is not None:
         from lanterna.cluster.virtual import run_virtual
 
-        return run_virtual(cfg)
+        return run_virtual(cfg, progress=progress)
     from lanterna.bench.runner import run_http
 
     return run_http(cfg, progress=progress)

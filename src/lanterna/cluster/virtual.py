@@ -38,6 +38,7 @@ from lanterna.bench.load import (
     sweep_stage,
 )
 from lanterna.bench.metrics import RequestRecord, summarize
+from lanterna.bench.progress import StageProgress
 from lanterna.bench.report import RunResult, StageResult, now_utc
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
@@ -89,7 +90,7 @@ class _Chained:
 
 
 class VirtualCluster:
-    def __init__(self, cfg: BenchConfig, engine_factory: Any = make_engine) -> None:
+    def __init__(self, cfg: BenchConfig, engine_factory: Any = make_engine, *, progress: bool = False) -> None:
         assert cfg.cluster is not None
         self.cfg, self.c = cfg, cfg.cluster
         self.clock = VirtualClock()
@@ -115,6 +116,8 @@ class VirtualCluster:
         self._stage_records: list[RequestRecord] = []
         self._closed_loop: Any = None
         self.routed = Counter[str]()
+        self.progress = StageProgress(enabled=progress)
+        self._bar: Any = None
         self.num_events = 0
 
     # -- event plumbing ----------------------------------------------------------------------------
@@ -221,12 +224,15 @@ class VirtualCluster:
             self._busy[i] = False
 
     def _on_finished(self, t: float) -> None:
+        self.progress.advance(self._bar)
         if self._closed_loop is not None:
             self._closed_loop(t)
 
     # -- stages ------------------------------------------------------------------------------------
     def _run_stage(self, plan: StagePlan) -> StageResult:
         st, t0 = plan.stage, self.clock.now()
+        total = st.num_requests or (int(st.rate * st.duration_s) if st.rate and st.duration_s else None)
+        self._bar = self.progress.add(plan.label, total)
         self._stage_records = []
         self._closed_loop = None
         if st.concurrency is not None:
@@ -262,12 +268,17 @@ class VirtualCluster:
         chain(0.0)
 
     def run(self) -> RunResult:
+        with self.progress:
+            return self._run()
+
+    def _run(self) -> RunResult:
         started, wall0, cpu0 = now_utc(), time.perf_counter(), time.process_time()
         stages: list[StageResult] = []
         if self.cfg.load.type == "trace":
             items = list(self.items)
             self.items = iter(items)
             self._stage_records, self._closed_loop = [], None
+            self._bar = self.progress.add("trace", len(items))
             self._push_arrivals(0, iter([it.arrival_s or 0.0 for it in items]))
             self._drain()
             span = (items[-1].arrival_s or 0.0) if items else 0.0
@@ -299,5 +310,5 @@ class VirtualCluster:
         return RunResult(self.cfg, stages, started, now_utc(), "virtual", extra)
 
 
-def run_virtual(cfg: BenchConfig, engine_factory: Any = make_engine) -> RunResult:
-    return VirtualCluster(cfg, engine_factory).run()
+def run_virtual(cfg: BenchConfig, engine_factory: Any = make_engine, *, progress: bool = False) -> RunResult:
+    return VirtualCluster(cfg, engine_factory, progress=progress).run()

@@ -168,7 +168,10 @@ def load_epp_config(source: str | Path | Mapping[str, Any]) -> EppConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"scheduler config is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"scheduler config is not valid YAML{where}: {problem}") from None
     if data is None:
         raise ConfigError("scheduler config is empty")
     return parse_epp_config(data)

@@ -19,7 +19,9 @@ class TimeoutsConfig(_Section):
     """Per-endpoint deadlines. ``first_byte_s`` bounds the wait for the first response bytes: the first
     SSE chunk of a stream, or the whole body of a non-streaming call (vLLM sends nothing until done)."""
 
-    connect_s: float = Field(default=2.0, gt=0)
+    # TCP connect only (nothing sent yet, so a failure is retried elsewhere). 4 s outlasts the SYN retransmits
+    # at 1 s and 3 s that a burst of new connections overflowing a server's listen backlog causes.
+    connect_s: float = Field(default=4.0, gt=0)
     first_byte_s: float = Field(default=120.0, gt=0)
     stream_idle_s: float = Field(default=120.0, gt=0)  # longest silence allowed mid-stream
 
@@ -54,6 +56,7 @@ class GatewayConfig(_Section):
     log_level: str = "INFO"
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
+    scheduler_reload_s: float = Field(default=1.0, ge=0)  # poll a scheduler config file for changes; 0: off
 
 
 class StaticEndpoint(_Section):
@@ -83,7 +86,13 @@ class EndpointsConfig(_Section):
 class KVIndexConfig(_Section):
     enabled: bool = True  # subscribe to KV events when a precise scorer is configured
     max_keys: int = Field(default=2_000_000, ge=1)
+    map_capacity: int | None = Field(default=None, ge=1)  # vLLM-hash mappings per endpoint; None = max_keys
     tokenizer: str | None = None  # tokenizer dir; None = the model server's or the default
+    # credit per matched block by the best tier holding it (llm-d-style defaults)
+    tier_weights: dict[Literal["gpu", "cpu", "storage"], float] = Field(
+        default_factory=lambda: {"gpu": 1.0, "cpu": 0.8, "storage": 0.4})
+    replay_endpoints: dict[str, str] = Field(default_factory=dict)  # endpoint address -> tcp:// replay ROUTER
+    storage: dict[str, str] = Field(default_factory=dict)  # endpoint address -> shared-storage mount name
 
 
 class FlowControlConfig(_Section):

@@ -54,9 +54,11 @@ class HealthChecker:
         self._failures: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def watch(self, ep: Endpoint) -> None:
+    def watch(self, ep: Endpoint, *, checked: bool = False) -> None:
+        """Check ``ep`` periodically; ``checked``: it was just checked, so the first check waits an interval."""
         if ep.id not in self._tasks:
-            self._tasks[ep.id] = asyncio.get_running_loop().create_task(self._loop(ep), name=f"health:{ep.id}")
+            self._tasks[ep.id] = asyncio.get_running_loop().create_task(self._loop(ep, checked),
+                                                                        name=f"health:{ep.id}")
 
     def unwatch(self, endpoint_id: str) -> None:
         task = self._tasks.pop(endpoint_id, None)
@@ -94,7 +96,9 @@ class HealthChecker:
                 self._store.set_healthy(ep, False)
         return ok
 
-    async def _loop(self, ep: Endpoint) -> None:
+    async def _loop(self, ep: Endpoint, checked: bool) -> None:
+        if checked:
+            await asyncio.sleep(self._interval_s)
         while True:
             await self.check_once(ep)
             await asyncio.sleep(self._interval_s)

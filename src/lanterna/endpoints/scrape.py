@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -125,8 +126,10 @@ def parse_metrics(text: str, into: EndpointMetrics, now: float) -> EndpointMetri
 class MetricsScraper:
     """One polling task per endpoint; a failed scrape leaves the old snapshot (it simply ages)."""
 
-    def __init__(self, session: aiohttp.ClientSession, interval_s: float = 0.075, timeout_s: float = 1.0) -> None:
+    def __init__(self, session: aiohttp.ClientSession, interval_s: float = 0.075, timeout_s: float = 1.0,
+                 on_scrape: Callable[[Endpoint], None] | None = None) -> None:
         self._session = session
+        self._on_scrape = on_scrape  # after every attempt (a failed one ages the snapshot): cached views refresh
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -156,6 +159,8 @@ class MetricsScraper:
         while True:
             started = loop.time()
             await self.scrape_once(ep)
+            if self._on_scrape is not None:
+                self._on_scrape(ep)
             await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
 
     async def close(self) -> None:

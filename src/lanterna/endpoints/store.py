@@ -24,12 +24,13 @@ class ModelCard:
 
 
 class EndpointStore:
-    __slots__ = ("_endpoints", "_cards", "_cache", "version")
+    __slots__ = ("_endpoints", "_cards", "_cache", "_parents", "version")
 
     def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
         self._endpoints: dict[EndpointId, Endpoint] = {}
         self._cards: dict[EndpointId, tuple[ModelCard, ...]] = {}
         self._cache: dict[str, list[Endpoint]] = {}
+        self._parents: dict[str, str | None] | None = None  # model id -> parent; rebuilt after a change
         self.version = 0
         for ep in endpoints:
             self.add(ep)
@@ -37,6 +38,7 @@ class EndpointStore:
     def _changed(self) -> None:
         self.version += 1
         self._cache.clear()
+        self._parents = None
 
     def add(self, ep: Endpoint) -> None:
         self._endpoints[ep.id] = ep
@@ -102,8 +104,10 @@ class EndpointStore:
 
     def base_model_of(self, name: str) -> str | None:
         """The parent of a LoRA adapter (None for base models and unknown names)."""
-        for cards in self._cards.values():
-            for c in cards:
-                if c.id == name:
-                    return c.parent
-        return None
+        parents = self._parents
+        if parents is None:  # bounded by the served model cards
+            parents = self._parents = {}
+            for cards in self._cards.values():
+                for c in cards:
+                    parents.setdefault(c.id, c.parent)
+        return parents.get(name)

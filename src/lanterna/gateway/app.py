@@ -1,9 +1,11 @@
 """Wiring: the ``Gateway`` state object, the aiohttp application and its lifecycle.
 
-One ``Gateway`` per process holds the endpoint store, scheduler, flow controller, breakers, metrics and
-the single pooled ``ClientSession`` (``TCPConnector(limit=0)``: connection reuse matters more than a cap,
-which flow control provides). Long-lived pollers (metrics scrapes, health checks, KV-event subscribers)
-are owned by a ``cleanup_ctx`` so they stop with the app.
+One ``Gateway`` per process holds the endpoint store, scheduler, flow controller, breakers, metrics, the
+upstream keep-alive pools that carry proxied requests (``gateway/upstream.py``; uncapped: flow control
+caps concurrency) and one aiohttp ``ClientSession`` for health checks, scrapes and tokenization.
+Long-lived pollers (metrics scrapes, health checks, KV-event subscribers, the scheduler config watcher)
+are owned by a ``cleanup_ctx`` so they stop with the app. Pool saturation is computed after each scrape
+and cached: flow control reads it on every admission.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
 from lanterna.gateway.retries import Breakers
+from lanterna.gateway.upstream import Upstreams
 from lanterna.obs.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ GATEWAY: web.AppKey[Gateway] = web.AppKey("lanterna_gateway")
 # WVA saturation thresholds (PROTOCOLS.md section 7), used to decide when flow control queues.
 _SAT_KV = 0.80
 _SAT_WAITING = 5
+_PREWARM = 16  # keep-alive connections opened per endpoint at startup
 
 
 def endpoint_from_spec(spec: StaticEndpoint) -> Endpoint:
@@ -52,14 +56,27 @@ class Gateway:
     rng: random.Random
     clock: MonotonicClock = field(default_factory=MonotonicClock)
     session: aiohttp.ClientSession | None = None
-    upstream_timeout: aiohttp.ClientTimeout | None = None
+    upstreams: Upstreams | None = None  # keep-alive pools for proxied requests (aiohttp serves the rest)
     scraper: MetricsScraper | None = None
     health: HealthChecker | None = None
     kv_index: object | None = None
     kv_events: object | None = None
     tokenizer: object | None = None
+    reloader: object | None = None  # SchedulerReloader when the scheduler config is a watched file
+
+    saturated: bool = False  # cached by refresh_saturation(); flow control reads it on every admission
 
     def pool_saturated(self) -> bool:
+        """The cached pool saturation flag (O(1): called on every admission)."""
+        return self.saturated
+
+    def refresh_saturation(self, _ep: Endpoint | None = None) -> None:
+        """Recompute the flag after a scrape; wake queued requests when it clears."""
+        was, self.saturated = self.saturated, self.compute_saturation()
+        if was and not self.saturated and self.flow is not None:
+            self.flow.poke()  # type: ignore[attr-defined]
+
+    def compute_saturation(self) -> bool:
         """True when every ready endpoint is saturated (KV >= 80% or >= 5 waiting), from fresh metrics."""
         now = self.clock.now()
         stale = self.cfg.endpoints.stale_after_s
@@ -83,7 +100,9 @@ class Gateway:
             self.health.watch(ep)
 
     def remove_endpoint(self, endpoint_id: str) -> None:
-        self.store.remove(endpoint_id)
+        ep = self.store.remove(endpoint_id)
+        if ep is not None and self.upstreams is not None:
+            self.upstreams.forget(ep.address)
         self.breakers.forget(endpoint_id)
         for owner in (self.scraper, self.health):
             if owner is not None:
@@ -131,6 +150,10 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
         kv_index=kv_index,
     )
     gw.flow = _build_flow(cfg, gw.pool_saturated)
+    if gw.flow is not None:
+        from lanterna.gateway.flow_metrics import FlowCollector
+
+        gw.metrics.registry.register(FlowCollector(gw.flow.stats, gw.pool_saturated, cfg.gateway.pool_name))  # type: ignore[attr-defined]
     for spec in cfg.endpoints.static:
         gw.store.add(endpoint_from_spec(spec))
     for ep in endpoints:
@@ -144,28 +167,35 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ecfg = gw.cfg.endpoints
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, family=socket.AF_INET)
     gw.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
-    gw.upstream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
-                                                sock_read=max(t.stream_idle_s, t.first_byte_s))
-    gw.scraper = MetricsScraper(gw.session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s)
+    gw.upstreams = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
+    gw.scraper = MetricsScraper(gw.session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s,
+                                on_scrape=gw.refresh_saturation)
     gw.health = HealthChecker(gw.session, gw.store, interval_s=ecfg.health_interval_s,
                               timeout_s=ecfg.scrape_timeout_s, unhealthy_after=ecfg.unhealthy_after)
     from lanterna.gateway.precise import start_precise, stop_precise
 
     # A first health + models round before serving, so /v1/models and routing work from the first request.
     await asyncio.gather(*(gw.health.check_once(ep) for ep in gw.store.all()), return_exceptions=True)
+    await asyncio.gather(*(gw.upstreams.prewarm(ep.address, _PREWARM) for ep in gw.store.all() if ep.healthy))
     for ep in gw.store.all():
         gw.scraper.watch(ep)
-        gw.health.watch(ep)
+        gw.health.watch(ep, checked=True)
     await start_precise(gw)
+    from lanterna.gateway.reload import start_reloader
+
+    gw.reloader = start_reloader(gw)
     log.info("gateway_started", extra={"endpoints": [e.id for e in gw.store.all()]})
     try:
         yield
     finally:
+        if gw.reloader is not None:
+            await gw.reloader.close()  # type: ignore[attr-defined]
         await gw.scraper.close()
         await gw.health.close()
         await stop_precise(gw)
         if gw.flow is not None:
             gw.flow.close()  # type: ignore[attr-defined]
+        gw.upstreams.close()
         await gw.session.close()
 
 

@@ -19,10 +19,16 @@ from lanterna.endpoints.types import Endpoint
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
 from lanterna.gateway.accounting import LoadTicket
 from lanterna.gateway.app import Gateway
-from lanterna.gateway.proxy import Opened, forward_headers, open_upstream, response_headers
+from lanterna.gateway.proxy import (
+    Opened,
+    UpstreamConnectFailed,
+    forward_headers,
+    open_upstream,
+    response_headers,
+)
 from lanterna.gateway.request import HDR_DESTINATION, HDR_PREFILLER, rewrite_body
 from lanterna.gateway.retries import attempt_order, retryable_status
-from lanterna.gateway.streaming import Usage, relay_stream, usage_from_body
+from lanterna.gateway.streaming import SSEResponse, Usage, relay_stream, usage_from_body
 from lanterna.scheduler.framework.types import SchedRequest, SchedulingResult
 
 log = logging.getLogger(__name__)
@@ -38,11 +44,17 @@ def _record_failure(gw: Gateway, ep: Endpoint, reason: str) -> None:
         log.warning("circuit_opened", extra={"endpoint": ep.id, "reason": reason})
 
 
+def _failure_reason(err: LanternaError) -> str:
+    if isinstance(err, UpstreamConnectFailed):
+        return "connect"  # nothing was sent
+    return "timeout" if isinstance(err, UpstreamTimeout) else "error"
+
+
 async def _attempt(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str]) -> Opened:
     gw.breakers.get(ep.id).begin(gw.clock.now())
-    assert gw.session is not None and gw.upstream_timeout is not None
-    return await open_upstream(gw.session, f"http://{ep.address}{path}", body, headers,
-                               client_timeout=gw.upstream_timeout, first_byte_s=gw.cfg.gateway.timeouts.first_byte_s)
+    assert gw.upstreams is not None
+    return await open_upstream(gw.upstreams, ep.address, path, body, headers,
+                               first_byte_s=gw.cfg.gateway.timeouts.first_byte_s)
 
 
 async def _prefill(gw: Gateway, pf: Endpoint, path: str, kind: str, body: bytes, headers: dict[str, str],
@@ -76,10 +88,11 @@ async def _prefill(gw: Gateway, pf: Endpoint, path: str, kind: str, body: bytes,
 async def dispatch(gw: Gateway, request: web.Request, sreq: SchedRequest, body: bytes, stream: bool,
                    candidates: list[Endpoint], labels: tuple[str, str], started: float) -> web.StreamResponse:
     allowed = gw.breakers.allowed(candidates, gw.clock.now())
+    sched = gw.scheduler  # this request's scheduler, even if a config reload swaps gw.scheduler meanwhile
     t0 = time.perf_counter()
-    result: SchedulingResult = gw.scheduler.schedule(sreq, allowed)  # type: ignore[attr-defined]
+    result: SchedulingResult = sched.schedule(sreq, allowed)  # type: ignore[attr-defined]
     gw.metrics.scheduler_e2e.observe(time.perf_counter() - t0)
-    gw.scheduler.pre_request(sreq, result)  # type: ignore[attr-defined]
+    sched.pre_request(sreq, result)  # type: ignore[attr-defined]
     order = attempt_order(result.targets, allowed, gw.cfg.gateway.retries.max_attempts)
     prompt_tokens = sreq.num_prompt_tokens_estimate
     max_tokens = max(0, sreq.max_tokens if sreq.max_tokens is not None else _DEFAULT_MAX_TOKENS)
@@ -100,7 +113,7 @@ async def dispatch(gw: Gateway, request: web.Request, sreq: SchedRequest, body: 
             opened = await _attempt(gw, ep, path, send_body, send_headers)
         except LanternaError as err:
             ticket.release()
-            _record_failure(gw, ep, "timeout" if isinstance(err, UpstreamTimeout) else "connect")
+            _record_failure(gw, ep, _failure_reason(err))
             log.warning("upstream_attempt_failed", extra={"endpoint": ep.id, "attempt": i + 1, "error": err.message})
             last_err = err
             continue
@@ -113,11 +126,11 @@ async def dispatch(gw: Gateway, request: web.Request, sreq: SchedRequest, body: 
             _record_failure(gw, ep, f"http_{opened.status}")
             last_err = UpstreamFailed(f"endpoint {ep.id} answered {opened.status}")
             continue
-        return await _respond(gw, request, sreq, result, ep, opened, ticket, labels, started)
+        return await _respond(gw, sched, request, sreq, result, ep, opened, ticket, labels, started)
     raise last_err or UpstreamFailed("no endpoint could be tried")
 
 
-async def _respond(gw: Gateway, request: web.Request, sreq: SchedRequest, result: SchedulingResult, ep: Endpoint,
+async def _respond(gw: Gateway, sched: object, request: web.Request, sreq: SchedRequest, result: SchedulingResult, ep: Endpoint,
                    opened: Opened, ticket: LoadTicket, labels: tuple[str, str], started: float) -> web.StreamResponse:
     """Answer from an opened upstream; owns ``ticket`` and ``opened.response`` from here on."""
     m = gw.metrics
@@ -138,7 +151,7 @@ async def _respond(gw: Gateway, request: web.Request, sreq: SchedRequest, result
             usage = usage_from_body(opened.first) if status == 200 else None
             clean = True
             return web.Response(status=status, body=opened.first, headers=hdrs)
-        out = web.StreamResponse(status=status, headers=hdrs)
+        out = SSEResponse(status=status, headers=hdrs)
         await out.prepare(request)
         outcome = await relay_stream(opened.response, opened.first, out, ticket)
         usage, frames = outcome.usage, outcome.num_frames
@@ -162,7 +175,7 @@ async def _respond(gw: Gateway, request: web.Request, sreq: SchedRequest, result
         else:
             opened.response.close()  # drops the upstream connection: vLLM aborts the request
         cached = usage.cached_tokens if usage is not None else None
-        gw.scheduler.response_complete(sreq, result, ep.id, cached)  # type: ignore[attr-defined]
+        sched.response_complete(sreq, result, ep.id, cached)  # type: ignore[attr-defined]
         if status >= 400:
             m.request_error_total.labels(*labels, str(status)).inc()
         obj = m.objective(*labels)

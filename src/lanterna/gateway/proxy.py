@@ -3,7 +3,12 @@
 ``open_upstream`` returns only once something can be committed to the client: the first SSE chunk of a
 200 stream, or the whole body of anything else. Until then nothing has reached the client, so every
 failure here (connect error, first-byte timeout, 5xx) is retryable on the next endpoint; foreign
-exceptions are translated once, here, into ``UpstreamFailed`` / ``UpstreamTimeout``.
+exceptions are translated once, here, into ``UpstreamConnectFailed`` (no connection: nothing was sent),
+``UpstreamFailed`` (the connection broke) or ``UpstreamTimeout`` (connected, no first bytes in time).
+
+The bytes travel over ``lanterna.gateway.upstream`` (lean keep-alive HTTP/1.1 pools); connecting has its
+own deadline (``timeouts.connect_s``) inside the first-byte one, so a slow connect under a burst of new
+connections is reported as what it is.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict
 
 from lanterna.errors import UpstreamFailed, UpstreamTimeout
+from lanterna.gateway.upstream import ConnectError, UpstreamResponse, Upstreams
 
 # Hop-by-hop and recomputed headers that must not be copied between client and upstream.
 _SKIP_REQUEST = frozenset(("host", "content-length", "transfer-encoding", "connection", "keep-alive",
@@ -25,14 +30,19 @@ _SKIP_RESPONSE = frozenset(("content-length", "transfer-encoding", "connection",
                             "date", "server"))
 
 
+class UpstreamConnectFailed(UpstreamFailed):
+    """No connection could be made (refused, unreachable, or the connect timeout passed): nothing was sent,
+    so the request is safe to try on another endpoint. 502 when every endpoint failed this way."""
+
+
 @dataclass(slots=True)
 class Opened:
     """An upstream response whose first bytes arrived. ``streaming``: ``first`` is the first chunk and
     the rest is still to be relayed from ``response``; otherwise ``first`` is the complete body."""
 
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     status: int
-    headers: CIMultiDict[str]
+    headers: CIMultiDict[str]  # the response's own: no copy per request
     first: bytes
     streaming: bool
 
@@ -46,43 +56,39 @@ def forward_headers(incoming: Mapping[str, str], request_id: str, extra: Mapping
     return out
 
 
-def response_headers(upstream: CIMultiDict[str]) -> CIMultiDict[str]:
+def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _SKIP_RESPONSE)
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    client_timeout: aiohttp.ClientTimeout,
-    first_byte_s: float,
+    upstreams: Upstreams, address: str, path: str, body: bytes, headers: Mapping[str, str], *, first_byte_s: float,
 ) -> Opened:
     """Send and wait for the first bytes; the caller owns ``Opened.response`` and must release it."""
-    resp: aiohttp.ClientResponse | None = None
+    resp: UpstreamResponse | None = None
     try:
         async with asyncio.timeout(first_byte_s):
-            resp = await session.post(url, data=body, headers=headers, timeout=client_timeout)
+            resp = await upstreams.post(address, path, body, headers)
             is_sse = resp.status == 200 and resp.content_type == "text/event-stream"
             if is_sse:
-                first = await resp.content.readany()
+                first = await resp.readany()
                 if not first:
-                    raise UpstreamFailed("upstream closed the stream before the first chunk")
+                    raise UpstreamFailed(f"upstream {address} closed the stream before the first chunk")
             else:
                 first = await resp.read()
-        return Opened(resp, resp.status, resp.headers.copy(), first, is_sse)  # type: ignore[arg-type]
-    except TimeoutError as exc:  # asyncio.timeout and aiohttp's socket timeouts alike
+        return Opened(resp, resp.status, resp.headers, first, is_sse)
+    except ConnectError as exc:  # before OSError: it is one
+        raise UpstreamConnectFailed(str(exc)) from exc
+    except TimeoutError as exc:  # the first-byte deadline (connect has its own, shorter one)
         _close(resp)
-        raise UpstreamTimeout(f"no response from {url} within {first_byte_s:g}s") from exc
-    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamTimeout(f"no response from {address}{path} within {first_byte_s:g}s") from exc
+    except OSError as exc:
         _close(resp)
-        raise UpstreamFailed(f"upstream {url} failed: {type(exc).__name__}") from exc
+        raise UpstreamFailed(f"upstream {address}{path} failed: {exc}") from exc
     except BaseException:
         _close(resp)
         raise
 
 
-def _close(resp: aiohttp.ClientResponse | None) -> None:
+def _close(resp: UpstreamResponse | None) -> None:
     if resp is not None:
         resp.close()

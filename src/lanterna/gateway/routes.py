@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lanterna.errors import LanternaError, ModelNotFound, NoCapacity, ValidationFailed
 from lanterna.gateway.app import GATEWAY, Gateway
 from lanterna.gateway.dispatch import dispatch
+from lanterna.gateway.flow import FlowRequest
 from lanterna.gateway.precise import tokenize
 from lanterna.gateway.request import (
     HDR_FAIRNESS,
@@ -109,8 +110,6 @@ async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         flow = gw.flow
         if flow is not None:
-            from lanterna.gateway.flow import FlowRequest
-
             admission = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, target))  # type: ignore[attr-defined]
         else:
             admission = nullcontext()

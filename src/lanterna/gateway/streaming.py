@@ -3,18 +3,23 @@
 Only two things are read from the stream, both cheaply: the first chunk (first token: releases the
 prefill share of the load) and the trailing ``usage`` object (token metrics), which vLLM sends in the
 last chunk before ``[DONE]``; we keep a bounded tail of the stream and parse it once at the end.
+
+Writes are syscalls (on loopback each one also runs the peer's TCP receive path), so the relay makes as
+few as the stream allows: the response headers go out with the first chunk (``SSEResponse``), and the
+chunk that ends the upstream stream goes out together with the chunked-encoding terminator. A short
+stream whose bytes are all buffered by the time its first chunk is read costs the client one write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
 from lanterna.gateway.accounting import LoadTicket
+from lanterna.gateway.upstream import UpstreamResponse
 
 _TAIL_KEEP = 8192
 _DONE = b"data: [DONE]\n\n"
@@ -74,6 +79,12 @@ def error_frame(err: LanternaError) -> bytes:
     return b"data: " + _encode(err.body()) + b"\n\n" + _DONE
 
 
+class SSEResponse(web.StreamResponse):
+    """A chunked response whose headers are sent with the first body write, not by ``prepare()``."""
+
+    _send_headers_immediately = False
+
+
 @dataclass(slots=True)
 class RelayOutcome:
     usage: Usage | None = None
@@ -82,26 +93,38 @@ class RelayOutcome:
     upstream_error: LanternaError | None = None
 
 
+async def _send(out: web.StreamResponse, data: bytes, last: bool) -> bool:
+    """Write ``data`` (with the end of the response when ``last``); False when the client is gone."""
+    try:
+        if last:
+            await out.write_eof(data)
+        else:
+            await out.write(data)
+    except (ConnectionResetError, OSError):
+        return False
+    return True
+
+
 async def relay_stream(
-    upstream: aiohttp.ClientResponse, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
+    upstream: UpstreamResponse, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
 ) -> RelayOutcome:
     """Write ``first`` (already read, so retries were possible until now) then the rest of the stream.
 
-    An upstream that dies or goes silent mid-stream ends the client's stream with an error frame; a
-    client that leaves ends the relay (leaving ``async with`` on the upstream closes it, so vLLM aborts).
+    ``readany`` returns everything buffered, and ``at_eof`` tells whether that was the end, so the last
+    piece goes out with the response terminator. An upstream that dies or goes silent mid-stream ends the
+    client's stream with an error frame; a client that leaves ends the relay (the caller then closes the
+    upstream connection, so vLLM aborts).
     """
     res = RelayOutcome()
+    content = upstream.content
     tail = bytearray(first)
     frames = first.count(b"data: ")
     ticket.first_token()
-    try:
-        await out.write(first)
-    except (ConnectionResetError, OSError):
+    if not await _send(out, first, content.at_eof()):
         res.client_gone = True
         return res
-    content = upstream.content
     try:
-        while True:
+        while not content.at_eof():
             chunk = await content.readany()
             if not chunk:
                 break
@@ -109,20 +132,15 @@ async def relay_stream(
             tail += chunk
             if len(tail) > 2 * _TAIL_KEEP:
                 del tail[:-_TAIL_KEEP]
-            try:
-                await out.write(chunk)
-            except (ConnectionResetError, OSError):
+            if not await _send(out, chunk, content.at_eof()):
                 res.client_gone = True
                 return res
-    except TimeoutError:  # aiohttp's ServerTimeoutError (sock_read) is a TimeoutError too
+    except TimeoutError:  # nothing within timeouts.stream_idle_s
         res.upstream_error = UpstreamTimeout("upstream stalled mid-stream")
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+    except OSError as exc:  # connection reset or closed mid-body
         res.upstream_error = UpstreamFailed(f"upstream connection lost mid-stream: {type(exc).__name__}")
-    if res.upstream_error is not None:
-        try:
-            await out.write(error_frame(res.upstream_error))
-        except (ConnectionResetError, OSError):
-            res.client_gone = True
+    if res.upstream_error is not None and not await _send(out, error_frame(res.upstream_error), False):
+        res.client_gone = True
     res.num_frames = frames
     res.usage = usage_from_tail(bytes(tail))
     return res

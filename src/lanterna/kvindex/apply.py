@@ -25,18 +25,13 @@ from typing import Any
 
 import msgspec
 
-from lanterna.kvindex.hashing import TokenIdOutOfRange
 from lanterna.kvindex.index import KVIndex
 from lanterna.protocol.kv_events import (
-    AllBlocksCleared,
-    BlockRemoved,
-    BlockStored,
     KVEvent,
     KVEventBatch,
     KVEventDecodeError,
     decode_payload,
     decode_seq,
-    fold_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -93,15 +88,6 @@ def _decode_tolerant(payload: bytes) -> tuple[KVEventBatch, int]:
                 bad += 1
         ts = float(raw[0]) if isinstance(raw[0], int | float) else 0.0
         return KVEventBatch(ts, events, None), bad
-
-
-def _folded(hashes: list[Any]) -> list[int]:
-    """vLLM's default int hashes pass through untouched; raw-bytes digests are folded to uint64.
-
-    One publisher uses one form, so the first element decides (a mixed list can only mis-key itself)."""
-    if hashes and type(hashes[0]) is not int:
-        return [fold_hash(x) for x in hashes]
-    return hashes
 
 
 class EventApplier:
@@ -214,29 +200,10 @@ class EventApplier:
         return Verdict.APPLIED
 
     def apply_events(self, endpoint_id: str, events: list[Any]) -> None:
-        """Apply decoded events in order (also used directly by the in-process virtual cluster)."""
-        index = self.index
-        counts = self.counters.events
-        for ev in events:
-            try:
-                if type(ev) is BlockStored:
-                    if ev.kv_cache_spec_kind != "full_attention":
-                        counts["BlockStored_skipped_kind"] += 1
-                        continue
-                    lora = ev.lora_name if ev.lora_name is not None else (
-                        None if ev.lora_id is None else f"#lora{ev.lora_id}"
-                    )
-                    parent = None if ev.parent_block_hash is None else fold_hash(ev.parent_block_hash)
-                    index.store(
-                        endpoint_id, _folded(ev.block_hashes), parent, ev.token_ids,
-                        ev.block_size, ev.medium, lora,
-                    )
-                    counts["BlockStored"] += 1
-                elif type(ev) is BlockRemoved:
-                    index.remove(endpoint_id, _folded(ev.block_hashes), ev.medium)
-                    counts["BlockRemoved"] += 1
-                elif type(ev) is AllBlocksCleared:
-                    index.clear_endpoint(endpoint_id)
-                    counts["AllBlocksCleared"] += 1
-            except (TokenIdOutOfRange, ValueError, TypeError, OverflowError):
-                self._malformed(endpoint_id, "event_fields")
+        """Apply decoded events in order (also used directly by the in-process virtual cluster).
+
+        One call per payload: ``KVIndex.apply_batch`` keeps the per-event cost low for the many
+        one-block events vLLM sends while decoding."""
+        self.index.apply_batch(
+            endpoint_id, events, self.counters.events, lambda: self._malformed(endpoint_id, "event_fields")
+        )

@@ -86,3 +86,17 @@ def iter_key_chunks(token_ids: Sequence[int], block_size: int, root: int) -> Ite
         yield chain_keys(
             token_bytes(token_ids[first * block_size : n * block_size]), block_size, keys[-1], n - first
         )
+
+
+def iter_byte_chunks(token_ids: Sequence[int], block_size: int) -> Iterator[tuple[bytes, int]]:
+    """``(uint32 bytes, number of full blocks)`` for the first ``_CHUNK_BLOCKS`` blocks, then the rest.
+
+    For callers that fuse hashing with their own per-block work (the scorer's walk), so no key list is
+    built and a miss stops both the hashing and the conversion of the remainder."""
+    n = len(token_ids) // block_size
+    first = min(n, _CHUNK_BLOCKS)
+    if first == 0:
+        return
+    yield token_bytes(token_ids[: first * block_size]), first
+    if n > first:
+        yield token_bytes(token_ids[first * block_size : n * block_size]), n - first

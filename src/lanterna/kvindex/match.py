@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lanterna.kvindex.hashing import iter_block_keys, iter_key_chunks
+from lanterna.kvindex.hashing import hash_block, iter_block_keys, iter_byte_chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +103,18 @@ def _walk_gpu_only(
     token_ids: Sequence[int], block_size: int, root: int, alive: int, gpu: dict[int, int],
     ended: list[tuple[int, int]],
 ) -> int:
-    """The common case (no offload tiers indexed): one lookup and one AND per block."""
+    """The common case (no offload tiers indexed): per block one hash, one lookup and one AND.
+
+    Hashing is fused into the walk (no key list), so a miss stops the hashing too."""
     gget = gpu.get
+    xxh = hash_block
+    step = block_size * 4
+    h = root
     i = 0
-    for keys in iter_key_chunks(token_ids, block_size, root):
-        for key in keys:
-            m = gget(key)
+    for data, num in iter_byte_chunks(token_ids, block_size):
+        for off in range(0, num * step, step):
+            h = xxh(data[off : off + step], h)
+            m = gget(h)
             if m is None:
                 ended.append((alive, i))
                 return i

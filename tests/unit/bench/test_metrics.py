@@ -91,3 +91,12 @@ def test_stats_percentiles(values: list[float], p50: float, p90: float) -> None:
 def test_ratio_handles_missing() -> None:
     assert ratio(4, 2) == 2
     assert math.isnan(ratio(None, 2)) and math.isnan(ratio(1, 0))
+
+
+def test_poisson_sampling_noise_is_not_lag() -> None:
+    # the schedule itself only asked for 2 req/s over these 10 sends (a sparse Poisson sample of a 3 req/s
+    # stage); sending exactly on schedule is not "behind"
+    recs = [_rec(i, i * 0.5, [i * 0.5 + 0.1]) for i in range(10)]
+    s = summarize(recs, requested_rate=3.0)
+    assert s["achieved_rate"] == pytest.approx(2.0) and s["scheduled_rate"] == pytest.approx(2.0)
+    assert s["behind_schedule"] is False

@@ -100,3 +100,26 @@ def test_automatic_sweep_climbs_until_saturation_or_max() -> None:
     tps = [st.summary["throughput"]["output_tokens_per_s"] for st in res.stages]
     if len(rates) < 6:  # stopped early: the last step gained less than 5%
         assert tps[-1] < tps[-2] * 1.05
+
+
+@pytest.mark.integration
+def test_same_numbers_across_processes_and_hash_seeds(tmp_path: Any) -> None:
+    """str hashing differs per process (PYTHONHASHSEED); nothing may depend on set/dict order of ids."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json\n"
+        "from tests.unit.cluster.test_virtual import _cfg, _fingerprint\n"
+        "from lanterna.cluster.virtual import run_virtual\n"
+        "print(hashlib.sha256(json.dumps(_fingerprint(run_virtual(_cfg('precise'))), default=repr).encode()).hexdigest())\n"
+    )
+    outs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=str(__import__("tests.conftest").conftest.REPO))
+        assert res.returncode == 0, res.stderr
+        outs.add(res.stdout.strip())
+    assert len(outs) == 1

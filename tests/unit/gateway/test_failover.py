@@ -93,3 +93,49 @@ async def test_circuit_opens_after_consecutive_failures_and_skips_endpoint(upstr
 def test_gateway_builds_without_endpoints() -> None:
     gw = create_gateway(LanternaConfig())
     assert len(gw.store) == 0 and not gw.pool_saturated()
+
+
+@pytest.fixture
+def connect_hangs():
+    """An address whose TCP connect never completes: a listener with a full backlog that never accepts
+    (the kernel drops further SYNs, as under a burst of new connections)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fill = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    yield f"127.0.0.1:{port}"
+    for c in (*fill, srv):
+        c.close()
+
+
+async def test_connect_timeout_is_its_own_error_and_fails_over(upstreams, connect_hangs: str) -> None:
+    good = await upstreams()
+    cfg = {"gateway": {"timeouts": {"connect_s": 0.2, "first_byte_s": 30.0}},
+           "endpoints": {"scrape_timeout_s": 0.2,
+                         "static": [{"address": connect_hangs, "models": ["m"]}, {"address": good.address, "models": ["m"]}]}}
+    async with gateway_for([], cfg) as h:
+        _pin_first(h, connect_hangs)
+        r = await h.post("/v1/completions", {**BODY, "stream": True})
+        assert r.status == 200 and r.headers["x-gateway-destination-endpoint"] == good.address
+        assert (await r.read()).endswith(b"data: [DONE]\n\n")
+        failures = h.gw.metrics.upstream_failures_total.labels(connect_hangs, "connect")._value.get()
+        assert failures == 1
+
+
+async def test_connect_timeout_everywhere_says_connect_not_first_byte(connect_hangs: str) -> None:
+    cfg = {"gateway": {"timeouts": {"connect_s": 0.2, "first_byte_s": 30.0}},
+           "endpoints": {"scrape_timeout_s": 0.2, "static": [{"address": connect_hangs, "models": ["m"]}]}}
+    async with gateway_for([], cfg) as h:
+        r = await h.post("/v1/completions", BODY)
+        err = (await r.json())["error"]
+        assert r.status == 502 and err["type"] == "BadGatewayError"
+        assert "could not connect" in err["message"] and "0.2s" in err["message"]

@@ -108,3 +108,23 @@ def test_usage_from_stream_tail_and_error_frame() -> None:
     frame = error_frame(UpstreamFailed("gone"))
     assert frame.startswith(b'data: {"error":{"message":"gone","type":"BadGatewayError"')
     assert frame.endswith(b"\n\ndata: [DONE]\n\n")
+
+
+def test_pool_saturation_is_cached_at_scrape_time_and_clearing_pokes_flow() -> None:
+    from lanterna.config.model import LanternaConfig
+    from lanterna.gateway.app import create_gateway
+
+    gw = create_gateway(LanternaConfig.model_validate({"endpoints": {"static": [{"address": "a:1", "models": ["m"]}]}}))
+    ep = gw.store.get("a:1")
+    pokes = []
+    gw.flow.poke = lambda: pokes.append(1)  # type: ignore[union-attr]
+    ep.metrics.kv_cache_usage, ep.metrics.scraped_at = 0.9, gw.clock.now()
+    assert not gw.pool_saturated()  # cached: nothing recomputed until a scrape says so
+    gw.refresh_saturation(ep)
+    assert gw.pool_saturated() and not pokes
+    ep.metrics.kv_cache_usage = 0.1
+    gw.refresh_saturation(ep)
+    assert not gw.pool_saturated() and pokes == [1]  # queued requests are woken at once
+    ep.metrics.kv_cache_usage, ep.metrics.scraped_at = 0.9, gw.clock.now() - 60
+    gw.refresh_saturation(ep)
+    assert not gw.pool_saturated()  # stale metrics never hold requests back

@@ -152,3 +152,51 @@ async def test_flow_control_rejects_over_capacity_with_429(upstreams) -> None:
         assert r2.headers.get("x-llm-d-request-dropped-reason") == "rejected-saturated"
         up.hold.set()
         await r1.read()
+
+
+def _samples(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """``{labels: value}`` of one metric from a Prometheus exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1:].rpartition("} ")
+            pairs = (kv.split("=", 1) for kv in labels.split(",")) if labels else ()
+            out[frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
+    return out
+
+
+def _lab(**kw: str) -> frozenset[tuple[str, str]]:
+    return frozenset({"inference_pool": "lanterna", **kw}.items())
+
+
+async def test_flow_control_queue_and_rejections_are_exported(upstreams) -> None:
+    up = await upstreams(hold=asyncio.Event())
+    cfg = {"flowcontrol": {"max_concurrency": 1, "max_queue_len": 1}, "gateway": {"objectives": {"batch": -1}}}
+    async with gateway_for([up], cfg) as h:
+        r1 = await h.post("/v1/completions", {**BODY, "stream": True})
+        await r1.content.readuntil(b"\n\n")
+        flow, admit, entered = h.gw.flow, h.gw.flow.admit, asyncio.Event()
+
+        def admit_and_tell(req):  # the admission enqueues before its task next yields: then wake the test
+            asyncio.get_running_loop().call_soon(entered.set)
+            return admit(req)
+
+        flow.admit = admit_and_tell
+        queued = asyncio.create_task(h.post("/v1/completions", BODY, headers={
+            "x-gateway-inference-fairness-id": "tenant-a", "x-gateway-inference-objective": "batch"}))
+        await asyncio.wait_for(entered.wait(), 5)
+        assert flow.num_queued == 1
+        r3 = asyncio.create_task(h.post("/v1/completions", BODY))  # queue full: evicts the sheddable one
+        r2 = await queued
+        assert r2.status == 429 and r2.headers["x-llm-d-request-dropped-reason"] == "rejected-saturated"
+        text = await (await h.http.get(h.url + "/metrics")).text()  # r3 is queued now
+        up.hold.set()
+        await r1.read()
+        assert (await r3).status == 200
+        rejected = _samples(text, "lanterna_flow_control_rejected_requests_total")
+        assert rejected[_lab(reason="evicted", dropped_reason="rejected-saturated")] == 1
+        assert rejected[_lab(reason="ttl_expired", dropped_reason="rejected-ttl-expired")] == 0
+        assert _samples(text, "inference_extension_flow_control_queue_size") == {
+            _lab(fairness_id="default", priority="0"): 1.0}
+        assert _samples(text, "lanterna_flow_control_queue_band_size") == {_lab(priority="0"): 1.0}
+        assert _samples(text, "inference_extension_flow_control_pool_saturation") == {_lab(): 0.0}

@@ -1,26 +1,34 @@
 """Cost-model scorer, type ``cost-model-scorer`` (Lanterna's own, in the style of Dynamo's KV router).
 
-Puts cache affinity and load in one currency, KV blocks of work, so a hot prefix cannot pile a burst onto
-one replica: once its queue of in-flight work costs more than recomputing the prefix elsewhere, the next
-request goes elsewhere (and warms that replica too).
+Scores an endpoint by how long this request would wait there, in one currency (prefill tokens of work):
 
-    cost(e) = prefillScale x (uncached_prompt_tokens(e) + load.in_flight_prefill_tokens) / B
-            + decodeScale  x load.in_flight_kv_tokens / B
-            + waitingPenalty x metrics.num_waiting
-    score(e) = (cost_max - cost(e)) / (cost_max - cost_min)      (all equal -> 1.0)
+    cost(e) = prefillScale x (uncached(e) + queued(e))
+            + decodeScale  x in_flight_decode_seqs(e)
+            + waitingPenalty x metrics.num_waiting(e)
+    score(e) = 1 - (cost(e) - cost_min) / max(cost_max - cost_min, minSpanTokens)
 
-B is the block size. ``uncached = prompt_tokens - cached(e)``, where cached comes from the precise
-KV-event index when ``services.kv_index`` is set and the request has token ids (tier-weighted: a CPU-tier
-block counts 0.8 of a GPU one), else from the approximate index of the config's ``prefix-cache-scorer``
-(or a private one with its defaults, fed at pre-request, when the config has none). ``load`` is the
-gateway's in-flight accounting; if it counts requests but no tokens, each in-flight request is taken to
-cost this request's prompt. Params: ``prefillScale`` (1.0), ``decodeScale`` (1.0), ``waitingPenalty``
-(blocks per waiting request, 8.0), ``blockSizeTokens`` (16, until the precise index knows the server's)."""
+``uncached(e) = prompt_tokens - cached(e)``: cached comes from the precise KV-event index when
+``services.kv_index`` is set and the request has token ids (tier-weighted: a CPU-tier block counts 0.8),
+credited also with prefixes this scorer routed to ``e`` that are still in flight (the index hears of a
+prefix only after its prefill step, and a second request of the same prefix must not pay it again
+elsewhere); without the precise index, cached comes from the approximate index of the config's
+``prefix-cache-scorer`` (or a private one). ``queued(e)`` is the prefill work ahead of this request: the
+gateway's ``in_flight_prefill_tokens`` counts whole prompts, so it is scaled by the uncached share of the
+requests this scorer sent to ``e`` (a warm replica's queue of mostly-cached prompts is short). The decode
+term is small on purpose: co-running sequences slow a step a little, whereas a cache miss costs the whole
+history; it balances otherwise equal choices (new sessions, cold prefixes) without moving a warm session.
+Why not charge in-flight KV tokens (the old model): in long-context chat the resident KV of a replica's
+other sessions outweighed recomputing one history, so every next turn moved and lost its cache.
+
+Params: ``prefillScale`` (1.0), ``decodeScale`` (prefill tokens per in-flight sequence, 32),
+``waitingPenalty`` (prefill tokens per scraped waiting request, 0), ``minSpanTokens`` (256: cost gaps
+smaller than this score proportionally less than 1, so tie-break scorers can act),
+``blockSizeTokens`` (16, until the precise index knows the server's)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
@@ -35,16 +43,19 @@ from lanterna.scheduler.framework.types import (
     SchedRequest,
     SchedulingResult,
 )
-from lanterna.scheduler.plugins.scorer._norm import inverse_minmax
+from lanterna.scheduler.plugins.scorer.pending import PendingPrefixes
 from lanterna.scheduler.plugins.scorer.prefix_cache import PrefixCacheScorer
 
 TYPE = "cost-model-scorer"
+_STATE_SENT = "lanterna/cost-model/sent"  # (endpoint id, prompt tokens, uncached tokens) added at pre-request
 
 
 class Params(PluginParams):
     prefillScale: float = Field(1.0, ge=0)
-    decodeScale: float = Field(1.0, ge=0)
-    waitingPenalty: float = Field(8.0, ge=0)
+    queueScale: float = Field(1.0, ge=0)
+    decodeScale: float = Field(32.0, ge=0)
+    waitingPenalty: float = Field(0.0, ge=0)
+    minSpanTokens: float = Field(256.0, ge=0)
     blockSizeTokens: int = Field(16, ge=1)
 
 
@@ -65,6 +76,14 @@ def precise_prefix_match(
 
 
 @dataclass(slots=True)
+class _Sent:
+    """Per endpoint: prompt and uncached tokens of the requests this scorer sent there, still in flight."""
+
+    prompt: float = 0.0
+    uncached: float = 0.0
+
+
+@dataclass(slots=True)
 class CostModelScorer:
     name: str
     params: Params
@@ -72,43 +91,93 @@ class CostModelScorer:
     approx: PrefixCacheScorer
     owns_approx: bool = True
     type_name: str = TYPE
+    sent: dict[str, _Sent] = field(default_factory=dict)
+    pending: PendingPrefixes = field(default_factory=PendingPrefixes)
 
     def bind(self, plugins: Mapping[str, Plugin]) -> None:
         shared = [p for p in plugins.values() if isinstance(p, PrefixCacheScorer)]
         if shared:
             self.approx, self.owns_approx = shared[0], False
 
-    def _match(self, req: SchedRequest, candidates: list[Endpoint]) -> PrefixMatch:
-        if self.kv_index is not None:
+    def _cached(self, req: SchedRequest, candidates: list[Endpoint]) -> tuple[dict[str, float], float]:
+        """Cached tokens per endpoint id, and the block size in tokens."""
+        if self.kv_index is not None and req.token_ids is not None:
             m = precise_prefix_match(req, self.kv_index, candidates, self.params.blockSizeTokens)
             if m is not None:
-                return m
-        return self.approx.match_for(req, candidates)
+                bs = m.block_size_tokens
+                cached = {k: v * bs for k, v in m.matched.items()}
+                for eid, n in self.pending.match(req, bs, candidates).items():
+                    if n * bs > cached.get(eid, 0.0):
+                        cached[eid] = n * bs
+                return cached, float(bs)
+        m = self.approx.match_for(req, candidates)
+        bs = m.block_size_tokens or self.params.blockSizeTokens
+        return {k: v * bs for k, v in m.matched.items()}, float(bs)
 
-    def score(self, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, float]:
+    def costs(self, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, float]:
+        """Cost per endpoint id in prefill tokens (also stored for ``pre_request``)."""
         p = self.params
-        m = self._match(req, candidates)
-        bs = float(m.block_size_tokens or p.blockSizeTokens)
+        cached, _ = self._cached(req, candidates)
         prompt = float(req.num_prompt_tokens_estimate)
-        costs = {}
+        out: dict[str, float] = {}
         for e in candidates:
             ld = e.load
-            prefill_q, kv = ld.in_flight_prefill_tokens, ld.in_flight_kv_tokens
-            if prefill_q == 0 and kv == 0 and ld.in_flight_requests > 0:
-                prefill_q = kv = int(prompt * ld.in_flight_requests)
-            uncached = max(0.0, prompt - m.cached_tokens(e.id))
-            costs[e.id] = (
-                p.prefillScale * (uncached + prefill_q) / bs
-                + p.decodeScale * kv / bs
-                + p.waitingPenalty * e.metrics.num_waiting
-            )
-        return inverse_minmax(costs)
+            uncached = max(0.0, prompt - cached.get(e.id, 0.0))
+            queued = float(ld.in_flight_prefill_tokens)
+            seqs = ld.in_flight_decode_seqs
+            if queued == 0 and seqs == 0 and ld.in_flight_requests > 0:  # counts requests only
+                queued, seqs = prompt * ld.in_flight_requests, ld.in_flight_requests
+            s = self.sent.get(e.id)
+            if s is not None:
+                if ld.in_flight_requests == 0:  # nothing in flight: forget (heals missed completions)
+                    s.prompt = s.uncached = 0.0
+                elif s.prompt > 0:
+                    queued *= min(1.0, s.uncached / s.prompt)
+            out[e.id] = (p.prefillScale * uncached + p.queueScale * queued + p.decodeScale * seqs
+                         + p.waitingPenalty * e.metrics.num_waiting)
+        req.state[_STATE_SENT + "/uncached"] = {e.id: max(0.0, prompt - cached.get(e.id, 0.0)) for e in candidates}
+        return out
+
+    def score(self, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, float]:
+        c = self.costs(req, candidates)
+        if not c:
+            return {}
+        lo, hi = min(c.values()), max(c.values())
+        span = max(hi - lo, self.params.minSpanTokens)
+        if span <= 0:
+            return dict.fromkeys(c, 1.0)
+        return {k: 1.0 - (v - lo) / span for k, v in c.items()}
 
     def pre_request(self, req: SchedRequest, result: SchedulingResult) -> None:
         if self.owns_approx:
             self.approx.pre_request(req, result)
+        target = result.primary.primary
+        if target is None:
+            return
+        prompt = float(req.num_prompt_tokens_estimate)
+        uncached = req.state.get(_STATE_SENT + "/uncached", {}).get(target.id, prompt)
+        s = self.sent.setdefault(target.id, _Sent())
+        s.prompt += prompt
+        s.uncached += uncached
+        req.state[_STATE_SENT] = (target.id, prompt, uncached)
+        if self.kv_index is not None and req.token_ids is not None:
+            self.pending.add(req, target.id, self.kv_index.block_size_for(req.model) or self.params.blockSizeTokens)
+
+    def response_complete(
+        self, req: SchedRequest, result: SchedulingResult, endpoint_id: str, num_cached_tokens: int | None
+    ) -> None:
+        got = req.state.pop(_STATE_SENT, None)
+        if got is not None:
+            eid, prompt, uncached = got
+            s = self.sent.get(eid)
+            if s is not None:
+                s.prompt = max(0.0, s.prompt - prompt)
+                s.uncached = max(0.0, s.uncached - uncached)
+        self.pending.remove(req)
 
     def endpoint_removed(self, endpoint_id: str) -> None:
+        self.sent.pop(endpoint_id, None)
+        self.pending.remove_endpoint(endpoint_id)
         if self.owns_approx:
             self.approx.endpoint_removed(endpoint_id)
 

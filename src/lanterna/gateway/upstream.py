@@ -1,0 +1,359 @@
+"""A lean HTTP/1.1 client for the proxy hot path: keep-alive pools of raw asyncio connections.
+
+Why not aiohttp's client here: per proxied request it builds a ``ClientRequest``, payload, timers and a
+``ClientResponse`` around a general-purpose parser. The gateway needs one thing: POST a body to a model
+server it knows and relay what comes back. So: one write per request (head + body), a small response
+parser (status line, headers, then ``Content-Length``, chunked, or read-to-close framing), and the bytes
+handed over as they arrive. aiohttp still serves health checks, scrapes and the inbound side.
+Measured (benchmarks/gateway_hotpath.py, 2 shared cores): ~160 us of client CPU per streamed request with
+aiohttp, ~110 us with this; with the other changes the gateway went from 0.57 to 0.40 ms CPU per request.
+
+``Upstreams.post`` returns once the response head arrived; the response reads like aiohttp's
+(``content.readany()``, ``at_eof()``, ``read()``, ``release()``, ``close()``). A connection goes back to
+its pool only after a complete response on a keep-alive connection; anything else closes it.
+
+NOTE: a pooled connection that the server closed while idle (uvicorn drops them after 5 s) can fail the
+next request before any response byte; that request is resent once on a fresh connection (nothing of it
+was processed). Failures to connect raise ``ConnectError``; the proxy turns both into the gateway's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Mapping
+
+from multidict import CIMultiDict
+
+_PAUSE_AT = 256 * 1024  # buffered unread response bytes before the socket stops being read
+_MAX_HEAD = 64 * 1024
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _TO_CLOSE, _DONE = range(8)
+
+
+class ConnectError(OSError):
+    """No connection to the upstream (refused, unreachable, or the connect timeout passed)."""
+
+
+class _Stale(ConnectionResetError):
+    """A pooled connection closed before any byte of the response: the server never took the request."""
+
+
+class UpstreamResponse:
+    """The head of an upstream response plus a reader for its body (also its own ``content``)."""
+
+    __slots__ = ("status", "headers", "content_type", "_conn", "_buf", "_eof", "_exc", "_waiter", "_idle_s")
+
+    def __init__(self, conn: _Conn, idle_s: float) -> None:
+        self._conn = conn
+        self._idle_s = idle_s
+        self._buf = bytearray()
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.status = 0
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.content_type = ""
+
+    @property
+    def content(self) -> UpstreamResponse:
+        return self
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._buf
+
+    async def readany(self) -> bytes:
+        """Whatever body bytes are buffered, waiting (at most ``idle_s``) when none are; b"" at the end."""
+        while not self._buf:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                return b""
+            loop = asyncio.get_running_loop()
+            fut = self._waiter = loop.create_future()
+            timer = loop.call_later(self._idle_s, _expire, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self._waiter = None
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._conn.resume()
+        return data
+
+    async def read(self) -> bytes:
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Back to the pool when the response was read to its end on a keep-alive connection."""
+        self._conn.finish(reusable=self._eof and not self._buf and self._exc is None)
+
+    def close(self) -> None:
+        self._conn.finish(reusable=False)
+
+    # -- fed by the connection ---------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._buf += data
+        self._wake()
+        if len(self._buf) > _PAUSE_AT:
+            self._conn.pause()
+
+    def _end(self, exc: BaseException | None = None) -> None:
+        if exc is not None and not self._eof:
+            self._exc = exc
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("upstream sent nothing within the stream idle timeout"))
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; parses the response to the request in flight."""
+
+    def __init__(self, pool: Upstreams, address: str) -> None:
+        self.pool = pool
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._got = False  # any byte of the current response arrived
+        self._in = bytearray()
+        self._state = _DONE
+        self._left = 0
+        self._resp: UpstreamResponse | None = None
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._keep_alive = True
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        err = (_Stale if not self._got else ConnectionResetError)(
+            f"upstream {self.address} closed the connection" + (f": {exc}" if exc else ""))
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(err)
+        if self._resp is not None:
+            self._resp._end(None if self._state == _TO_CLOSE else err)
+
+    def send(self, head: bytes, body: bytes, idle_s: float) -> asyncio.Future[UpstreamResponse]:
+        assert self.transport is not None
+        self._resp = UpstreamResponse(self, idle_s)
+        self._head = asyncio.get_running_loop().create_future()
+        self._state, self._in, self._got = _HEAD, bytearray(), False
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        return self._head
+
+    def finish(self, reusable: bool) -> None:
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        if reusable and self._keep_alive and self._state == _DONE and not self.closed:
+            self.pool.put(self)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._resp is None:  # bytes while idle: the connection is out of step, drop it
+            self.abort()
+            return
+        self._got = True
+        self._in += data
+        try:
+            self._parse()
+        except ValueError as exc:
+            err = ConnectionResetError(f"malformed response from upstream {self.address}: {exc}")
+            if self._head is not None and not self._head.done():
+                self._head.set_exception(err)
+            self._resp._end(err)
+            self._keep_alive = False
+            self.abort()
+
+    def _parse(self) -> None:
+        buf, resp = self._in, self._resp
+        assert resp is not None
+        while buf:
+            st = self._state
+            if st == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > _MAX_HEAD:
+                        raise ValueError("response head too large")
+                    return
+                self._parse_head(bytes(buf[:end]))
+                del buf[: end + 4]
+                assert self._head is not None
+                self._head.set_result(resp)
+                if self._state == _DONE:
+                    resp._end()
+            elif st == _LENGTH or st == _CHUNK_DATA:
+                n = min(self._left, len(buf))
+                resp._feed(bytes(buf[:n]) if n < len(buf) else bytes(buf))
+                del buf[:n]
+                self._left -= n
+                if self._left == 0:
+                    if st == _LENGTH:
+                        self._state = _DONE
+                        resp._end()
+                    else:
+                        self._state = _CHUNK_CRLF
+            elif st == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return
+                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
+                del buf[: end + 2]
+                self._state, self._left = (_CHUNK_DATA, size) if size else (_TRAILER, 0)
+            elif st == _CHUNK_CRLF:
+                if len(buf) < 2:
+                    return
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            elif st == _TRAILER:
+                if buf[:2] == b"\r\n":
+                    del buf[:2]
+                else:
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        return
+                    del buf[: end + 4]
+                self._state = _DONE
+                resp._end()
+            elif st == _TO_CLOSE:
+                resp._feed(bytes(buf))
+                buf.clear()
+            else:  # bytes after a complete response
+                raise ValueError("unexpected bytes after the response")
+
+    def _parse_head(self, head: bytes) -> None:
+        resp = self._resp
+        assert resp is not None
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        resp.status = int(rest[:3])
+        hdrs = resp.headers
+        for line in lines[1:]:
+            k, sep, v = line.partition(":")
+            if sep:
+                hdrs.add(k.strip(), v.strip())
+        resp.content_type = hdrs.get("content-type", "").partition(";")[0].strip().lower()
+        conn = hdrs.get("connection", "").lower()
+        self._keep_alive = version == "HTTP/1.1" and "close" not in conn
+        if "chunked" in hdrs.get("transfer-encoding", "").lower():
+            self._state = _CHUNK_SIZE
+        elif (cl := hdrs.get("content-length")) is not None:
+            self._left = int(cl)
+            self._state = _LENGTH if self._left else _DONE
+        elif resp.status in (204, 304) or 100 <= resp.status < 200:
+            self._state = _DONE
+        else:
+            self._state, self._keep_alive = _TO_CLOSE, False
+
+
+class Upstreams:
+    """Keep-alive connection pools, one per ``host:port``; at most ``max_idle`` idle connections each."""
+
+    def __init__(self, connect_s: float, idle_s: float, max_idle: int = 512) -> None:
+        self.connect_s = connect_s
+        self.idle_s = idle_s
+        self.max_idle = max_idle
+        self._idle: dict[str, list[_Conn]] = {}
+
+    async def _connect(self, address: str) -> _Conn:
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_s):
+                _, conn = await loop.create_connection(lambda: _Conn(self, address), host, int(port))
+        except TimeoutError:
+            raise ConnectError(f"could not connect to {address} within {self.connect_s:g}s (connect timeout)") from None
+        except OSError as exc:
+            raise ConnectError(f"could not connect to {address}: {exc.strerror or exc}") from None
+        return conn
+
+    def _take(self, address: str) -> _Conn | None:
+        idle = self._idle.get(address)
+        while idle:
+            conn = idle.pop()  # most recently used: the least likely to have been closed by the server
+            if not conn.closed:
+                return conn
+        return None
+
+    def put(self, conn: _Conn) -> None:
+        idle = self._idle.setdefault(conn.address, [])
+        if len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.abort()
+
+    async def prewarm(self, address: str, n: int) -> None:
+        """Open up to ``n`` idle connections (errors ignored: health checks judge the endpoint)."""
+        res = await asyncio.gather(*(self._connect(address) for _ in range(n)), return_exceptions=True)
+        for conn in res:
+            if isinstance(conn, _Conn):
+                self.put(conn)
+
+    async def post(self, address: str, path: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        """Send the request and wait for the response head; the caller must ``release()`` or ``close()``."""
+        parts = [f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {len(body)}\r\n"]
+        parts += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        parts.append("\r\n")
+        head = "".join(parts).encode("latin-1")
+        conn = self._take(address)
+        if conn is not None:
+            try:
+                return await conn.send(head, body, self.idle_s)
+            except _Stale:  # closed by the server while idle: resend once on a new connection
+                conn.abort()
+            except BaseException:  # timeout, cancellation: the connection is mid-request, unusable
+                conn.abort()
+                raise
+        conn = await self._connect(address)
+        try:
+            return await conn.send(head, body, self.idle_s)
+        except BaseException:
+            conn.abort()
+            raise
+
+    def forget(self, address: str) -> None:
+        """Close the idle connections to a removed endpoint (in-flight ones close when released)."""
+        for conn in self._idle.pop(address, ()):
+            conn.abort()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()

@@ -1,0 +1,129 @@
+"""``KVIndex.apply_batch`` (the inlined ingest fast path) must leave exactly the state the general
+``store``/``remove``/``clear_endpoint`` calls leave, event by event, for every kind of stream."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import pytest
+
+from lanterna.kvindex.index import KVIndex
+from lanterna.protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, fold_hash
+
+BS = 4
+
+
+def random_stream(rng: random.Random, n: int, *, offload: bool, odd: bool) -> list[Any]:
+    """Chains extended one block at a time (decode), multi-block prefills, removals, clears, and (``odd``)
+    bytes hashes, LoRA, bad token ids, wrong block sizes, unknown parents."""
+    evs: list[Any] = []
+    live: list[int] = []
+    h = 1
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.45:  # extend a live block by one (decode-time event) or start a new chain
+            parent = rng.choice(live) if live and rng.random() < 0.7 else None
+            k = 1 if rng.random() < 0.7 else rng.randint(2, 5)
+            toks = [rng.randrange(50) for _ in range(k * BS)]
+            evs.append(BlockStored(list(range(h, h + k)), parent, toks, BS))
+            live += range(h, h + k)
+            h += k
+        elif r < 0.75 and live:
+            evs.append(BlockRemoved(rng.sample(live, min(len(live), rng.randint(1, 2)))))
+        elif r < 0.8:
+            evs.append(AllBlocksCleared())
+        elif offload and live:
+            medium = rng.choice(["CPU", "SHARED_STORAGE"])
+            vh = rng.choice(live)
+            if rng.random() < 0.6:
+                evs.append(BlockStored([vh], None, [], BS, medium=medium))
+            else:
+                evs.append(BlockRemoved([vh], medium=medium))
+        elif odd:
+            c = rng.randrange(5)
+            if c == 0 and live:
+                evs.append(BlockStored([h.to_bytes(32, "big")], live[-1], [1] * BS, BS))
+                live.append(h)
+                h += 1
+            elif c == 1:
+                evs.append(BlockStored([h], None, [2] * BS, BS, lora_name="ad1"))
+                h += 1
+            elif c == 2:
+                evs.append(BlockStored([h], None, [-1] + [0] * (BS - 1), BS))  # bad token id
+                h += 1
+            elif c == 3:
+                evs.append(BlockStored([h], None, [3] * 8, 8))  # other block size: dropped
+                h += 1
+            else:
+                evs.append(BlockStored([h], 10**9, [4] * BS, BS))  # unknown parent
+                h += 1
+    return evs
+
+
+def general(ix: KVIndex, eid: str, evs: list[Any], counts: Counter[str]) -> int:
+    """The reference: one general call per event (what the applier did before the batch path)."""
+    bad = 0
+    for ev in evs:
+        try:
+            if isinstance(ev, BlockStored):
+                if ev.kv_cache_spec_kind != "full_attention":
+                    continue
+                parent = None if ev.parent_block_hash is None else fold_hash(ev.parent_block_hash)
+                ix.store(eid, [fold_hash(x) for x in ev.block_hashes], parent, ev.token_ids, ev.block_size,
+                         ev.medium, ev.lora_name)
+            elif isinstance(ev, BlockRemoved):
+                ix.remove(eid, [fold_hash(x) for x in ev.block_hashes], ev.medium)
+            else:
+                ix.clear_endpoint(eid)
+            counts[type(ev).__name__] += 1
+        except (ValueError, TypeError, OverflowError):
+            bad += 1
+    return bad
+
+
+def state(ix: KVIndex) -> tuple[Any, ...]:
+    return (list(ix._gpu.items()), ix._cpu, ix._sto, {e: list(s.hmap.items()) for e, s in ix._eps.items()},
+            ix.counters)
+
+
+def fresh(capacity: int, map_capacity: int) -> KVIndex:
+    ix = KVIndex(capacity=capacity, map_capacity=map_capacity)
+    ix.add_endpoint("x", "m", storage="nfs")
+    ix.add_endpoint("a", "m", storage="nfs")
+    ix.store("x", [10**12], None, [9] * BS, BS)  # another endpoint's entries must survive untouched
+    return ix
+
+
+@pytest.mark.parametrize(("offload", "odd", "batch"), [(False, False, 1), (False, False, 16), (True, False, 8),
+                                                        (False, True, 8), (True, True, 64)],
+                         ids=["gpu-single", "gpu-batches", "offload", "odd-events", "everything"])
+def test_batch_path_equals_general_path(offload: bool, odd: bool, batch: int) -> None:
+    for seed in range(5):
+        evs = random_stream(random.Random(seed), 400, offload=offload, odd=odd)
+        fast, ref = fresh(10**6, 10**6), fresh(10**6, 10**6)
+        counts: Counter[str] = Counter()
+        want_counts: Counter[str] = Counter()
+        bad: list[int] = []
+        want_bad = 0
+        for i in range(0, len(evs), batch):
+            fast.apply_batch("a", evs[i : i + batch], counts, partial(bad.append, 1))
+            want_bad += general(ref, "a", evs[i : i + batch], want_counts)
+            assert state(fast) == state(ref), f"seed {seed}, after event {i + batch}"
+        assert len(bad) == want_bad
+        if odd and not offload:
+            assert want_bad > 0  # the bad-token branch ran
+        assert counts == want_counts
+        assert ref.counters.num_blocks_removed > 0
+
+
+def test_bounds_hold_after_every_batch() -> None:
+    rng = random.Random(7)
+    evs = [BlockStored([i], None, [rng.randrange(50) for _ in range(BS)], BS) for i in range(1, 1000)]
+    ix = fresh(120, 80)
+    for i in range(0, len(evs), 32):
+        ix.apply_batch("a", evs[i : i + 32], Counter(), lambda: None)
+        assert len(ix) <= 120 and ix.num_blocks("a") <= 80
+    assert ix.counters.num_keys_evicted + ix.counters.num_map_evicted > 0

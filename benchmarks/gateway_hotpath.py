@@ -2,6 +2,7 @@
 gateway CPU per request and added latency against a minimal fake backend (all on this machine).
 
     .venv/bin/python benchmarks/gateway_hotpath.py [--requests 3000] [--concurrency 16] [--stream]
+    .venv/bin/python benchmarks/gateway_hotpath.py --client-only --compare-upstream before=OLD/upstream.py
 
 Prints figures and ratios; asserts nothing. The full comparison against peer routers at fixed rates is
 benchmarks/gateway_overhead.py (flow-control part); this script isolates the gateway's own costs.
@@ -147,8 +148,20 @@ async def drive(url: str, n: int, conc: int, stream: bool) -> list[float]:
     return sorted(lat)
 
 
-async def _client_cpu(bport: int, n: int) -> tuple[float, float]:
-    """CPU us per sequential streamed request: aiohttp's client vs the gateway's lean upstream pool."""
+def _load_upstreams(path: str) -> type:
+    """``Upstreams`` from another version of gateway/upstream.py (a before/after comparison)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_upstream_{abs(hash(path))}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.Upstreams
+
+
+async def _client_cpu(bport: int, n: int, rounds: int, others: dict[str, str]) -> dict[str, list[float]]:
+    """CPU us per sequential streamed request per client, rounds interleaved (drift hits all alike)."""
     from lanterna.gateway.upstream import Upstreams
 
     body = b'{"model":"m","prompt":"hello world","max_tokens":2,"stream":true}'
@@ -161,37 +174,48 @@ async def _client_cpu(bport: int, n: int) -> tuple[float, float]:
                 while await r.content.readany():
                     pass
 
-        up = Upstreams(connect_s=4, idle_s=120)
+        def lean(cls: type) -> tuple[object, object]:
+            up = cls(connect_s=4, idle_s=120)
 
-        async def via_lean() -> None:
-            r = await up.post(f"127.0.0.1:{bport}", "/v1/completions", body, hdrs)
-            while await r.readany():
-                pass
-            r.release()
+            async def via() -> None:
+                r = await up.post(f"127.0.0.1:{bport}", "/v1/completions", body, hdrs)
+                while await r.readany():
+                    pass
+                r.release()
+            return up, via
 
-        out = []
-        for fn in (via_aiohttp, via_lean):
-            for _ in range(200):
-                await fn()
-            c0 = time.process_time()
-            for _ in range(n):
-                await fn()
-            out.append((time.process_time() - c0) / n * 1e6)
-        up.close()
-    return out[0], out[1]
+        clients = {"aiohttp ClientSession": (None, via_aiohttp), "lanterna.gateway.upstream": lean(Upstreams)}
+        clients.update({name: lean(_load_upstreams(path)) for name, path in others.items()})
+        out: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(rounds):
+            for name, (_, fn) in clients.items():
+                for _ in range(200):
+                    await fn()
+                c0 = time.process_time()
+                for _ in range(n):
+                    await fn()
+                out[name].append((time.process_time() - c0) / n * 1e6)
+        for up, _ in clients.values():
+            if up is not None:
+                up.close()
+    return out
 
 
-def upstream_client(n: int) -> None:
+def upstream_client(n: int, rounds: int, others: dict[str, str]) -> None:
     bport = free_port()
     proc = subprocess.Popen([sys.executable, "-c", FAKE_BACKEND, str(bport)])
     try:
         wait_http(f"http://127.0.0.1:{bport}/health")
         import uvloop
 
-        a, b = uvloop.run(_client_cpu(bport, n))
-        print(f"upstream client (CPU per streamed request, sequential, {n} requests, client process only)")
-        print(f"  aiohttp ClientSession             {a:7.1f} us")
-        print(f"  lanterna.gateway.upstream         {b:7.1f} us  ({a / b:.2f}x less)")
+        res = uvloop.run(_client_cpu(bport, n, rounds, others))
+        med = {k: sorted(v)[len(v) // 2] for k, v in res.items()}
+        base = med["lanterna.gateway.upstream"]
+        print(f"upstream client (CPU per streamed request, sequential, {n} requests x {rounds} interleaved rounds, "
+              f"client process only; median [all rounds])")
+        for name, us in med.items():
+            rounds_s = " ".join(f"{x:.0f}" for x in res[name])
+            print(f"  {name:<34}{us:7.1f} us  ({us / base:.2f}x of lanterna.gateway.upstream) [{rounds_s}]")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -242,10 +266,18 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--micro-only", action="store_true")
+    ap.add_argument("--client-only", action="store_true", help="only the upstream client comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the upstream client comparison")
+    ap.add_argument("--compare-upstream", action="append", default=[], metavar="NAME=PATH",
+                    help="also measure the Upstreams of another gateway/upstream.py (e.g. the previous version)")
     a = ap.parse_args()
+    others = dict(spec.partition("=")[::2] for spec in a.compare_upstream)
+    if a.client_only:
+        upstream_client(min(a.requests, 3000), a.rounds, others)
+        return
     micro()
     if not a.micro_only:
-        upstream_client(min(a.requests, 3000))
+        upstream_client(min(a.requests, 3000), a.rounds, others)
         e2e(a.requests, a.concurrency, a.stream)
 
 

@@ -12,6 +12,7 @@ import pytest
 import zmq.asyncio
 
 from lanterna.config.model import LanternaConfig
+from lanterna.endpoints.types import Endpoint
 from lanterna.gateway.app import build_app, create_gateway, serve
 from lanterna.kvindex.tokenization import TokenizerPool
 from lanterna.protocol.kv_events import BlockStored
@@ -107,3 +108,52 @@ async def test_gateway_wires_config_block_size_replay_storage_and_metrics() -> N
         pub.close()
         ctx.destroy(linger=0)
     assert gw.kv_events is not None and not gw.kv_events.endpoints  # type: ignore[attr-defined]
+
+
+async def _applied(mgr: Any, pub: Publisher, eid: str, event: BlockStored) -> None:
+    """Publish until the subscriber (a ZMQ slow joiner) has applied one message from ``pub``."""
+    async with asyncio.timeout(10):
+        while mgr.last_seq(eid) < 0:
+            await pub.send(event)
+            try:
+                await mgr.wait_applied(eid, 0, timeout_s=0.2)
+            except TimeoutError:
+                pass
+
+
+async def test_endpoints_added_and_removed_after_startup_subscribe_and_unsubscribe() -> None:
+    ctx = zmq.asyncio.Context()
+    pub_a, pub_b = Publisher(ctx), Publisher(ctx)
+    up_a = await FakeUpstream(models=["m"]).start()
+    up_b = await FakeUpstream(models=["m"]).start()
+    cfg = LanternaConfig.model_validate({
+        "gateway": {"log_format": "text"},
+        "endpoints": {"static": [{"address": up_a.address, "models": ["m"], "kv_events": pub_a.endpoint}]},
+        "scheduler": EPP, "kvindex": {"tokenizer": "default"},
+    })
+    gw = create_gateway(cfg)
+    runner = await serve(build_app(gw), "127.0.0.1", free_port())
+    mgr: Any = gw.kv_events
+    ix: Any = gw.kv_index
+    b = up_b.address
+    try:
+        assert mgr.endpoints == [up_a.address]
+        # discovered later, with no models listed: the gateway learns them from /v1/models, then subscribes
+        await gw.add_endpoint(Endpoint(id=b, address=b, kv_events_endpoint=pub_b.endpoint))
+        assert sorted(mgr.endpoints) == sorted([up_a.address, b])
+        ep = gw.store.get(b)
+        assert ep is not None and ep.healthy and "m" in ep.models
+        assert gw.upstreams is not None and gw.upstreams._idle.get(b)  # keep-alive pool pre-opened
+        await _applied(mgr, pub_b, b, BlockStored([1, 2], None, list(range(32)), 16))
+        assert ix.num_blocks(b) == 2 and ix.num_blocks(up_a.address) == 0
+
+        await gw.remove_endpoint(b)
+        assert mgr.endpoints == [up_a.address] and ix.num_blocks(b) == 0
+        assert gw.store.get(b) is None
+    finally:
+        await runner.cleanup()
+        await up_a.close()
+        await up_b.close()
+        pub_a.close()
+        pub_b.close()
+        ctx.destroy(linger=0)

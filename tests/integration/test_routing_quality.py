@@ -50,8 +50,6 @@ def test_round_robin_is_balanced_and_clearly_lower(result: dict[str, Any]) -> No
     assert rr["ratio_to_single"] < 0.8
 
 
-@pytest.mark.xfail(strict=True, reason="the recommended cost-model policy moves sessions to spread in-flight KV "
-                   "load (about 0.85 of single on this workload); see docs/design/routing_quality.md")
 def test_recommended_policy_matches_single_replica(result: dict[str, Any]) -> None:
     rec = result["lanterna:lanterna"]
     assert rec["ratio_to_single"] >= 0.95

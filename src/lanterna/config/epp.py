@@ -113,16 +113,18 @@ def default_epp_config() -> EppConfig:
 def lanterna_recommended_config() -> EppConfig:
     """Our best single-profile policy (``--scheduler-config lanterna``).
 
-    ``cost-model-scorer`` trades cache affinity against the gateway's in-flight load in one currency
-    (blocks of work), so bursts of one prefix spread instead of piling up; it uses the precise index when
-    one is wired in, else the approximate index it shares with ``prefix-cache-scorer``. The prefix scorer
-    keeps a pull toward warm replicas; ``active-request-scorer`` and ``kv-cache-utilization-scorer``
-    break ties toward idle, roomy replicas."""
+    ``cost-model-scorer`` prices each replica as the prefill work this request would wait for there (its
+    own uncached tokens, a share of the replica's queued prefill, a small per-sequence decode pressure),
+    from the precise KV-event index when wired in (plus prefixes still in flight), else the approximate
+    one: a warm session stays unless its replica is far busier, a burst of one prefix spreads once queues
+    build, new sessions go to the least loaded replica. ``no-hit-lru-scorer`` (weight 4) seeds prefixes
+    that no replica holds or is computing (the cost model's producer marks in-flight prefixes as hits) on
+    the least recently used replica, so each replica owns an equal share of prefixes and of the load they
+    bring later; with any hit it is neutral and the cost model decides. docs/design/scheduler.md has the
+    measurements."""
     return _cfg(
-        [{"type": "prefix-cache-scorer"}, {"type": "cost-model-scorer"}, {"type": "active-request-scorer"},
-         {"type": "kv-cache-utilization-scorer"}, {"type": "max-score-picker"}],
-        [("cost-model-scorer", 4), ("prefix-cache-scorer", 1), ("active-request-scorer", 1),
-         ("kv-cache-utilization-scorer", 1), ("max-score-picker", None)],
+        [{"type": "cost-model-scorer"}, {"type": "no-hit-lru-scorer"}, {"type": "max-score-picker"}],
+        [("cost-model-scorer", 1), ("no-hit-lru-scorer", 4), ("max-score-picker", None)],
     )
 
 

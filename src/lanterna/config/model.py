@@ -83,14 +83,20 @@ class EndpointsConfig(_Section):
     unhealthy_after: int = Field(default=3, ge=1)  # consecutive failed checks
 
 
+TierName = Literal["gpu", "cpu", "storage"]
+
+
+def _default_tier_weights() -> dict[TierName, float]:
+    return {"gpu": 1.0, "cpu": 0.8, "storage": 0.4}
+
+
 class KVIndexConfig(_Section):
     enabled: bool = True  # subscribe to KV events when a precise scorer is configured
     max_keys: int = Field(default=2_000_000, ge=1)
     map_capacity: int | None = Field(default=None, ge=1)  # vLLM-hash mappings per endpoint; None = max_keys
     tokenizer: str | None = None  # tokenizer dir; None = the model server's or the default
     # credit per matched block by the best tier holding it (llm-d-style defaults)
-    tier_weights: dict[Literal["gpu", "cpu", "storage"], float] = Field(
-        default_factory=lambda: {"gpu": 1.0, "cpu": 0.8, "storage": 0.4})
+    tier_weights: dict[TierName, float] = Field(default_factory=_default_tier_weights)
     replay_endpoints: dict[str, str] = Field(default_factory=dict)  # endpoint address -> tcp:// replay ROUTER
     storage: dict[str, str] = Field(default_factory=dict)  # endpoint address -> shared-storage mount name
 

@@ -92,14 +92,24 @@ class Gateway:
                 return False
         return seen
 
-    def add_endpoint(self, ep: Endpoint) -> None:
+    async def add_endpoint(self, ep: Endpoint) -> None:
+        """Start routing to an endpoint found after startup: one health + models round (so its served models,
+        hence its KV-event model, are known), then scrapes, health checks and its KV-event subscription."""
         self.store.add(ep)
+        if self.health is not None:
+            await self.health.check_once(ep)
+            self.health.watch(ep, checked=True)
+        if self.upstreams is not None and ep.healthy:
+            await self.upstreams.prewarm(ep.address, _PREWARM)
         if self.scraper is not None:
             self.scraper.watch(ep)
-        if self.health is not None:
-            self.health.watch(ep)
+        if self.kv_events is not None:
+            from lanterna.gateway.precise import subscribe
 
-    def remove_endpoint(self, endpoint_id: str) -> None:
+            await subscribe(self, ep)
+
+    async def remove_endpoint(self, endpoint_id: str) -> None:
+        """Stop routing to an endpoint; its KV-event subscription ends and its index entries are cleared."""
         ep = self.store.remove(endpoint_id)
         if ep is not None and self.upstreams is not None:
             self.upstreams.forget(ep.address)
@@ -107,6 +117,11 @@ class Gateway:
         for owner in (self.scraper, self.health):
             if owner is not None:
                 owner.unwatch(endpoint_id)
+        removed = getattr(self.scheduler, "endpoint_removed", None)
+        if callable(removed):
+            removed(endpoint_id)  # plugins drop its per-endpoint state
+        if self.kv_events is not None:
+            await self.kv_events.remove_endpoint(endpoint_id)  # type: ignore[attr-defined]
 
 
 def _build_scheduler(cfg: LanternaConfig, rng: random.Random, clock: MonotonicClock) -> tuple[object, object | None]:

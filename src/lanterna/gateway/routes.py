@@ -1,4 +1,4 @@
-"""HTTP routes: the two inference endpoints, ``/v1/models``, ``/health``, ``/metrics``, ``/debug/endpoints``.
+"""HTTP routes: the two inference endpoints, ``/v1/models``, ``/health``, ``/metrics``, ``/debug/*``.
 
 Inference path, per request (the hot path; no per-request allocations we can avoid):
 
@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lanterna.endpoints.types import Endpoint
 from lanterna.errors import LanternaError, ModelNotFound, NoCapacity, ValidationFailed
 from lanterna.gateway.app import GATEWAY, Gateway
 from lanterna.gateway.dispatch import dispatch
@@ -28,6 +30,7 @@ from lanterna.gateway.request import (
     HDR_MODEL_REWRITE,
     HDR_OBJECTIVE,
     HDR_SESSION,
+    RoutingFields,
     first_header,
     parse_body,
     priority_for,
@@ -63,13 +66,25 @@ def _resolve_model(gw: Gateway, requested: str | None, headers: Any) -> str:
     return target
 
 
-async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    started = time.perf_counter()
-    body = await request.read()
+@dataclass(slots=True)
+class Prepared:
+    """A parsed inference request, resolved to its served model, candidates and scheduler request."""
+
+    fields: RoutingFields
+    requested: str | None
+    target: str
+    candidates: list[Endpoint]
+    body: bytes
+    sreq: SchedRequest
+
+
+async def prepare(gw: Gateway, headers: Any, body: bytes, kind: str, model: str | None = None) -> Prepared:
+    """Parse, resolve the model, find candidates and build the ``SchedRequest`` (tokenized when precise).
+
+    Shared by the inference routes and ``/debug/score`` so both score exactly the same request."""
     fields = parse_body(body, kind)
-    requested = fields.model
-    target = _resolve_model(gw, requested, request.headers)
+    requested = model or fields.model
+    target = _resolve_model(gw, requested, headers)
     candidates = gw.store.candidates(target)
     if not candidates:
         known = gw.store.known_models()
@@ -77,10 +92,9 @@ async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
         raise NoCapacity(f"no healthy endpoint serves model {target!r}")
-    if target != requested:
+    if target != fields.model:
         body = rewrite_body(body, model=target)
     parent = gw.store.base_model_of(target)
-    headers = request.headers
     sreq = SchedRequest(
         request_id="",
         model=parent or target,
@@ -98,6 +112,14 @@ async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
     sreq.request_id = REQUEST_ID.get() or ""
     if gw.tokenizer is not None:
         await tokenize(gw, sreq, fields)
+    return Prepared(fields, requested, target, candidates, body, sreq)
+
+
+async def _inference(request: web.Request, kind: str) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    started = time.perf_counter()
+    p = await prepare(gw, request.headers, await request.read(), kind)
+    fields, requested, target, candidates, body, sreq = p.fields, p.requested, p.target, p.candidates, p.body, p.sreq
     # model_name is the requested name only when it is one we know (bounded label cardinality).
     gcfg = gw.cfg.gateway
     named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
@@ -192,5 +214,8 @@ def add_routes(app: web.Application, *, debug: bool = True) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     if debug:
+        from lanterna.gateway.debug_score import debug_score
+
         app.router.add_get("/debug/endpoints", debug_endpoints)
+        app.router.add_post("/debug/score", debug_score)
 

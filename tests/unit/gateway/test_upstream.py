@@ -131,3 +131,85 @@ async def test_refused_connect_is_a_connect_error() -> None:
         addr = f"127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(ConnectError, match="could not connect"):
         await Upstreams(connect_s=1.0, idle_s=1.0).post(addr, "/p", b"{}", {})
+
+
+async def test_chunked_death_mid_body_raises_and_drops_the_connection(serve) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    srv, addr = await serve(lambda n, req: [head, b"5\r\nhel"], close_after=True)
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    resp = await up.post(addr, "/p", b"{}", {})
+    assert resp.status == 200
+    with pytest.raises(ConnectionResetError, match="closed the connection"):
+        await resp.read()
+    resp.release()  # not reusable: the next request opens a new connection
+    assert up._take(addr) is None
+    up.close()
+
+
+async def test_chunk_extensions_trailers_and_interim_head(serve) -> None:
+    pieces = [b"HTTP/1.1 100 Continue\r\n\r\n",
+              b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
+              b"3;ext=1\r\nabc\r\n", b"0\r\nX-Trailer: t\r\n\r\n"]
+    srv, addr = await serve(lambda n, req: pieces)
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    for _ in range(2):
+        resp = await up.post(addr, "/p", b"{}", {})
+        assert resp.status == 200 and resp.headers.getall("x-a") == ["1", "2"]
+        assert await resp.read() == b"abc"
+        resp.release()
+    assert srv.connections == 1
+    up.close()
+
+
+async def test_empty_bodies_and_connection_close_header(serve) -> None:
+    srv, addr = await serve(lambda n, req: [b"HTTP/1.1 204 No Content\r\n\r\n"] if n == 1 else
+                            [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"])
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    resp = await up.post(addr, "/p", b"{}", {})
+    assert resp.status == 204 and await resp.read() == b"" and resp.at_eof()
+    resp.release()
+    resp = await up.post(addr, "/p", b"{}", {})  # same connection (204 has no body), server says close
+    assert resp.status == 200 and await resp.read() == b""
+    resp.release()
+    assert srv.connections == 1 and up._take(addr) is None  # `Connection: close` is never pooled
+    up.close()
+
+
+async def test_read_to_close_response_is_never_pooled(serve) -> None:
+    srv, addr = await serve(lambda n, req: [b"HTTP/1.1 200 OK\r\n\r\nbody"], close_after=True)
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    for _ in range(2):
+        resp = await up.post(addr, "/p", b"{}", {})
+        assert await resp.read() == b"body"
+        resp.release()
+    assert srv.connections == 2
+    up.close()
+
+
+async def test_malformed_head_and_bytes_after_the_response(serve) -> None:
+    _, bad = await serve(lambda n, req: [b"garbage\r\n\r\n"])
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    with pytest.raises(ConnectionResetError, match="malformed response"):
+        await up.post(bad, "/p", b"{}", {})
+    srv, extra = await serve(lambda n, req: [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"])
+    resp = await up.post(extra, "/p", b"{}", {})
+    assert await resp.read() == b"ok"
+    resp.release()  # a second response to one request: the connection is out of step, closed not pooled
+    assert up._take(extra) is None
+    up.close()
+
+
+async def test_large_body_is_read_whole_with_backpressure(serve) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB, beyond the pause threshold
+    _, addr = await serve(lambda n, req: [f"HTTP/1.1 200 OK\r\nContent-Length: {len(big)}\r\n\r\n".encode(), big])
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    resp = await up.post(addr, "/p", b"{}", {})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while not resp._conn._paused:  # nobody reads: the socket must stop being read past the threshold
+        assert loop.time() < deadline, "reading never paused"
+        await asyncio.sleep(0.001)
+    assert len(resp._buf) < len(big)
+    assert await resp.read() == big
+    resp.release()
+    up.close()

@@ -1,7 +1,8 @@
 """No-hit LRU scorer, type ``no-hit-lru-scorer`` (llm-d).
 
 Spreads cold requests (no prefix hit anywhere) so new prefixes seed different replicas. If any candidate
-has a prefix hit (from the cycle's ``PrefixMatch``, precise first, else approximate) every candidate
+has a prefix hit (from the cycle's ``PrefixMatch``, precise first, else approximate; a prefix still in
+flight, from ``cost-model-scorer``, counts too) every candidate
 scores 0.5 (neutral; the prefix scorer decides). Otherwise candidates are ranked: never-used endpoints
 first (in candidate order), then least recently used first; score = 1 - rank / (n - 1) (n = 1: 1.0).
 Pre-request: a cold request's picked endpoint becomes most recently used. Params: ``lruSize`` (1024)."""
@@ -25,6 +26,7 @@ from lanterna.scheduler.framework.types import (
     SchedRequest,
     SchedulingResult,
 )
+from lanterna.scheduler.plugins.scorer.pending import STATE_PREFIX_PENDING
 
 TYPE = "no-hit-lru-scorer"
 _COLD = "lanterna/no-hit-lru/cold"
@@ -35,6 +37,9 @@ class Params(PluginParams):
 
 
 def _any_hit(req: SchedRequest) -> bool:
+    pending = req.state.get(STATE_PREFIX_PENDING)
+    if isinstance(pending, PrefixMatch) and pending.any_hit:
+        return True
     for key in (STATE_PREFIX_PRECISE, STATE_PREFIX_APPROX):
         m = req.state.get(key)
         if isinstance(m, PrefixMatch):

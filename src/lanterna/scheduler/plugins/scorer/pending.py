@@ -16,6 +16,10 @@ from lanterna.endpoints.types import Endpoint
 from lanterna.kvindex.hashing import chain_keys, root_key, token_bytes
 from lanterna.scheduler.framework.types import SchedRequest
 
+STATE_PREFIX_PENDING = "lanterna/prefix-match/pending"
+"""``req.state`` key: ``PrefixMatch`` of prefixes in flight (written by ``cost-model-scorer``'s producer;
+``no-hit-lru-scorer`` counts them as hits, so a group's second request is not spread as cold)."""
+
 _STATE_KEYS = "lanterna/pending-prefix/keys"  # (stride tokens, keys) of this request
 _STATE_ADDED = "lanterna/pending-prefix/added"  # (endpoint id, keys) recorded at add()
 

@@ -129,39 +129,4 @@ def test_context_length_aware_scorer(label, n_prompt, want):
     assert got["a"] == pytest.approx(want)
 
 
-@pytest.mark.parametrize(
-    ("matched", "inflight_kv", "want_a", "want_b"),
-    [({}, [0, 0], 1.0, 1.0), ({"a": 4}, [0, 0], 1.0, 0.0), ({"a": 4}, [10_000, 0], 0.0, 1.0),
-     ({"a": 4, "b": 4}, [64, 0], 0.0, 1.0)],
-    ids=["cold-idle", "cache-wins", "load-outweighs-cache", "both-cached-load-decides"],
-)
-def test_cost_model_scorer(matched, inflight_kv, want_a, want_b):
-    s = plugin("cost-model-scorer")
-    r = req("y" * 256)  # 64 tokens = 4 blocks of 16
-    r.state[f"{STATE_PREFIX_APPROX}/{s.approx.name}"] = PrefixMatch(4, 16, dict(matched))
-    got = s.score(r, [ep("a", kv_tokens=inflight_kv[0]), ep("b", kv_tokens=inflight_kv[1])])
-    assert (got["a"], got["b"]) == pytest.approx((want_a, want_b))
-
-
-class FakeKVIndex:
-    def __init__(self, matched):
-        self.matched, self.calls = matched, 0
-
-    def match(self, model, lora, token_ids, endpoint_ids):
-        self.calls += 1
-        return {k: v for k, v in self.matched.items() if k in endpoint_ids}
-
-    def block_size_for(self, model):
-        return 16
-
-
-def test_cost_model_uses_precise_index_with_tier_credit():
-    from lanterna.scheduler import SchedulerServices
-
-    idx = FakeKVIndex({"a": 4.0, "b": 3.2})  # b: 4 blocks on CPU tier at 0.8
-    s = plugin("cost-model-scorer", services=SchedulerServices(kv_index=idx))
-    r = req("", token_ids=list(range(64)))
-    got = s.score(r, [ep("a"), ep("b"), ep("c")])
-    assert got["a"] == 1.0 and got["c"] == 0.0 and got["b"] == pytest.approx(0.8)
-    s.score(r, [ep("a"), ep("b"), ep("c")])
-    assert idx.calls == 1  # computed once per request, cached in req.state
+# cost-model-scorer: tests/unit/scheduler/plugins/scorer/test_cost_model.py

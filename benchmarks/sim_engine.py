@@ -13,13 +13,14 @@ import time
 from lanterna.sim import Engine, EngineConfig, EngineRequest, PhysicsTimer, get_profile
 
 
-def _engine(prefix_caching: bool = True, profile: str = "llama-3.1-8b-h100") -> Engine:
+def _engine(prefix_caching: bool = True, profile: str = "llama-3.1-8b-h100", compact: bool = False) -> Engine:
     p = get_profile(profile)
     cfg = EngineConfig(
         num_gpu_blocks=p.num_gpu_blocks(16),
         kv_bytes_per_token=p.kv_bytes_per_token,
         enable_prefix_caching=prefix_caching,
         max_model_len=16384,
+        compact_outputs=compact,
     )
     return Engine(cfg, PhysicsTimer(p), seed=1)
 
@@ -46,9 +47,9 @@ def saturation(n: int, prompt: int, output: int, prefix_caching: bool, shared: i
     }
 
 
-def decode_step_cost(batch: int, steps: int) -> float:
+def decode_step_cost(batch: int, steps: int, compact: bool = False) -> float:
     """Python microseconds per step with ``batch`` sequences all decoding (1 token each)."""
-    e = _engine()
+    e = _engine(compact=compact)
     for i in range(batch):
         e.add_request(EngineRequest(f"d{i}", list(range(i * 1000, i * 1000 + 500)), 10**6, 0.0))
     while e.stats().num_waiting or any(s.num_computed < len(s.tokens) - 1 for s in e.running):
@@ -68,7 +69,9 @@ def main() -> None:
     print("step cost, all decoding (Python, per step, best of 3):")
     for b in (1, 64, 256):
         best = min(decode_step_cost(b, 300) for _ in range(3))
-        print(f"  batch {b:4d}: {best:8.1f} us  ({best / b:.2f} us per sequence)")
+        fast = min(decode_step_cost(b, 300, compact=True) for _ in range(3))
+        print(f"  batch {b:4d}: {best:8.1f} us  ({best / b:.2f} us per sequence); compact_outputs "
+              f"{fast:8.1f} us ({fast / b:.2f} us per sequence, {best / fast:.2f}x)")
     print(
         f"saturation, {a.requests} requests x {a.prompt} prompt / {a.output} output tokens, llama-3.1-8b-h100:"
     )

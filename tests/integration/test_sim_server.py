@@ -338,7 +338,9 @@ def test_eviction_emits_block_removed(tmp_path: Any) -> None:
 @pytest.mark.parametrize("args", [
     ["--port", "abc"], ["--timing", "warp"], ["--profile", "nope"], ["--kv-events-config", "{bad"],
     ["--failure-types", "meteor"], ["--max-model-len", "0"], ["--lora-modules", "noequals"],
-], ids=["port", "timing", "profile", "kv-json", "failure", "max-model-len", "lora"])
+    ["--kv-offloading-size", "-1"],
+    ["--kv-transfer-config", '{"kv_connector":"OffloadingConnector","kv_connector_extra_config":{}}'],
+], ids=["port", "timing", "profile", "kv-json", "failure", "max-model-len", "lora", "offload-size", "offload-cfg"])
 def test_bad_flags_exit_with_one_line(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "lanterna.cli.main", "sim", "--model", "m", *args],
                           capture_output=True, text=True, timeout=60)
@@ -364,3 +366,51 @@ def test_array_encoding_decodes_to_the_same_events(tmp_path: Any) -> None:
     assert isinstance(raw[1][0], list) and raw[1][0][0] == "BlockStored"  # positional [tag, ...]
     batch = decode_payload(frames[2])
     assert [t for e in batch.events for t in e.token_ids] == prompt  # type: ignore[union-attr]
+
+
+def test_cpu_tier_offloads_evicted_blocks_and_reloads_them(tmp_path: Any) -> None:
+    """8 GPU blocks + a 64-block CPU tier (vLLM's OffloadingConnector spelling, 4 MiB per 32-token block).
+
+    Evicted blocks reappear as ``BlockStored`` medium CPU (no tokens, no parent); repeating the prefix loads
+    them back: ``cached_tokens`` counts them (vLLM counts connector hits in ``num_cached_tokens``), while
+    ``vllm:prefix_cache_hits`` stays GPU-only, and the reloaded blocks are re-announced on the GPU."""
+    kv_port = free_port()
+    cfg = {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+           "kv_connector_extra_config": {"cpu_bytes_to_use": 64 * 32 * 131072}}
+    extra = ["--kv-transfer-config", json.dumps(cfg)]
+    lab = {"model_name": "tiny", "engine": "0"}
+    prompt_a = list(range(2000, 2000 + 32 * 3 + 5))  # 3 full blocks + a partial one
+    with start_sim(DEFAULT_DIR, port=free_port(), kv_events_port=kv_port, num_gpu_blocks=8, extra_args=extra,
+                   log_dir=tmp_path) as h:
+        info = next(s for s in metrics(h)["vllm:cache_config_info"].samples)
+        assert (info.labels["num_cpu_blocks"], info.labels["num_gpu_blocks"]) == ("64", "8")
+        sub = KvEventSubscriber(f"tcp://127.0.0.1:{kv_port}", "kv@")
+        try:
+            subscribe_ready(h.base_url, sub)
+            first = http(h.base_url, "/v1/completions", {"prompt": prompt_a, "max_tokens": 1}).json()
+            assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # type: ignore[index]
+            gpu = sub.events_until(lambda evs: any(e["type"] == "BlockStored" for e in evs))
+            a_hashes = [x for e in gpu if e["type"] == "BlockStored" for x in e["block_hashes"]]  # type: ignore[union-attr]
+            assert len(a_hashes) == 3
+            for i in range(3):  # unrelated prompts push A out of the 8-block GPU pool
+                other = list(range(3000 + 200 * i, 3000 + 200 * i + 32 * 3 + 5))
+                assert http(h.base_url, "/v1/completions", {"prompt": other, "max_tokens": 1}).status == 200
+
+            def offloaded(evs: list[dict[str, Any]]) -> set[int]:
+                return {x for e in evs if e["type"] == "BlockStored" and e.get("medium") == "CPU"
+                        for x in e["block_hashes"]}  # type: ignore[union-attr]
+
+            evicted = sub.events_until(lambda evs: set(a_hashes) <= offloaded(evs))
+            assert set(a_hashes) <= offloaded(evicted)
+            cpu_events = [e for e in evicted if e.get("medium") == "CPU" and e["type"] == "BlockStored"]
+            assert all(not e.get("token_ids") and e.get("parent_block_hash") is None for e in cpu_events)
+            assert any(e["type"] == "BlockRemoved" and e.get("medium", "GPU") == "GPU" for e in evicted)
+            hits0 = sample(metrics(h), "vllm:prefix_cache_hits", "vllm:prefix_cache_hits_total", **lab)
+            again = http(h.base_url, "/v1/completions", {"prompt": prompt_a, "max_tokens": 1}).json()
+            assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 96  # type: ignore[index]
+            reload = sub.events_until(lambda evs: any(e["type"] == "BlockStored" and e.get("medium", "GPU") == "GPU"
+                                                      and a_hashes[0] in e["block_hashes"] for e in evs))  # type: ignore[operator]
+            assert any(e["type"] == "BlockStored" and a_hashes[0] in e["block_hashes"] for e in reload)  # type: ignore[operator]
+            assert sample(metrics(h), "vllm:prefix_cache_hits", "vllm:prefix_cache_hits_total", **lab) == hits0
+        finally:
+            sub.close()

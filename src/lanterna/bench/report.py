@@ -1,16 +1,22 @@
-"""Run reports: one JSON (config, environment, per-stage summaries, per-request records) plus one llm-d
-benchmark report v0.2 file per stage. HTTP runs and virtual-cluster runs write the same shapes, so
-``plot`` and ``compare`` read either."""
+"""Run reports: ``report.json`` (config, environment, per-stage summaries), ``records.jsonl.gz`` (one JSON
+line per request, capped at ``keep_records``) and one llm-d benchmark report v0.2 file per stage. HTTP runs
+and virtual-cluster runs write the same shapes, so ``plot`` and ``compare`` read either.
+
+Why the records live apart: embedded, they made each committed report ~700 KB of JSON that every
+regeneration rewrote in full; gzip-compressed JSON lines are ~10x smaller, written with a fixed gzip
+mtime so an unchanged run gives identical bytes, and streamable without loading the report."""
 
 from __future__ import annotations
 
 import getpass
+import gzip
 import hashlib
 import json
 import os
 import platform
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +33,9 @@ from lanterna.bench.llmd_schema import BenchmarkReportV02
 from lanterna.bench.metrics import RequestRecord
 
 REPORT_FILE = "report.json"
-SCHEMA = "lanterna.bench.report/v1"
+RECORDS_FILE = "records.jsonl.gz"
+SCHEMA = "lanterna.bench.report/v2"
+_SCHEMA_V1 = "lanterna.bench.report/v1"  # records embedded under "records"; still readable
 
 
 @dataclass(slots=True)
@@ -60,22 +68,41 @@ def cfg_id(cfg: BenchConfig) -> str:
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
 
 
-def build_report(res: RunResult) -> dict[str, Any]:
-    """The JSON report; per-request records are capped at ``config.keep_records``."""
-    keep = res.config.keep_records
-    records: list[dict[str, Any]] = []
+def iter_records(res: RunResult) -> Iterator[dict[str, Any]]:
+    """Per-request records as JSON objects, stage by stage, at most ``config.keep_records`` of them.
+
+    Seconds are rounded to the microsecond (below any clock's honest precision here), which halves
+    the compressed size."""
+    left = res.config.keep_records
     for st in res.stages:
         for r in st.records:
-            if len(records) >= keep:
-                break
-            records.append(r.to_json())
+            if left <= 0:
+                return
+            left -= 1
+            yield {k: round(v, 6) if type(v) is float else v for k, v in r.to_json().items()}
+
+
+def build_report(res: RunResult) -> dict[str, Any]:
+    """The JSON report: summaries only; ``write_report`` puts the records in ``records.jsonl.gz``."""
+    total = sum(len(s.records) for s in res.stages)
+    kept = min(total, res.config.keep_records)
     return {
         "schema": SCHEMA, "run_id": res.run_id, "name": res.config.name, "mode": res.mode,
         "started_at": res.started_at.isoformat(), "ended_at": res.ended_at.isoformat(),
         "config": res.config.model_dump(mode="json"), "environment": environment(), "extra": res.extra,
         "stages": [{"index": s.index, "label": s.label, **s.summary} for s in res.stages],
-        "records": records, "records_truncated": sum(len(s.records) for s in res.stages) > len(records),
+        "records_file": RECORDS_FILE if kept else None, "num_records": kept, "records_truncated": total > kept,
     }
+
+
+def write_records(res: RunResult, path: Path) -> int:
+    """Write the capped records as gzip-compressed JSON lines; returns how many were written."""
+    n = 0
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        for rec in iter_records(res):
+            gz.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+            n += 1
+    return n
 
 
 def _stat(s: dict[str, float] | None, units: str, scale: float = 1.0) -> dict[str, Any] | None:
@@ -184,11 +211,18 @@ def to_llmd_v02(report: dict[str, Any], stage: dict[str, Any], cfg: BenchConfig)
 
 
 def write_report(res: RunResult, out_dir: Path) -> list[Path]:
-    """Write ``report.json`` and ``llmd_report_v0.2_stage<i>.json`` (warm-up excluded); return the paths."""
+    """Write ``report.json``, ``records.jsonl.gz`` (when any record is kept) and
+    ``llmd_report_v0.2_stage<i>.json`` (warm-up excluded); return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(res)
     paths = [out_dir / REPORT_FILE]
     paths[0].write_text(json.dumps(report, indent=1, default=_json_default))
+    stale = out_dir / RECORDS_FILE
+    if report["records_file"]:
+        write_records(res, stale)
+        paths.append(stale)
+    elif stale.exists():  # a rerun into the same directory must not leave another run's records
+        stale.unlink()
     for st in report["stages"]:
         p = out_dir / f"llmd_report_v0.2_stage{st['index']}.json"
         p.write_text(json.dumps(to_llmd_v02(report, st, res.config), indent=1, default=_json_default))
@@ -208,9 +242,24 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / REPORT_FILE
     data: dict[str, Any] = json.loads(p.read_text())
-    if data.get("schema") != SCHEMA:
+    if data.get("schema") not in (SCHEMA, _SCHEMA_V1):
         raise ValueError(f"{p}: not a lanterna bench report")
     return data
+
+
+def load_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream a run's per-request records (from ``records.jsonl.gz``, or embedded in a v1 report)."""
+    p = Path(path)
+    run_dir = p if p.is_dir() else p.parent
+    report = load_report(run_dir)
+    if report["schema"] == _SCHEMA_V1:
+        yield from report.get("records", [])
+        return
+    if not report.get("records_file"):
+        return
+    with gzip.open(run_dir / report["records_file"], "rt") as f:
+        for line in f:
+            yield json.loads(line)
 
 
 def now_utc() -> datetime:

@@ -50,7 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--max-lora-rank", type=int, default=16)
     a("--lora-modules", nargs="+", default=[], help="name=path or JSON {name, path}")
     a("--enable-prompt-tokens-details", action="store_true", help="accepted; details are always reported")
-    a("--kv-transfer-config", default=None, help="accepted (P/D): JSON")
+    a("--kv-transfer-config", default=None,
+      help="vLLM's JSON: OffloadingConnector (cpu_bytes_to_use, TieringOffloadingSpec fs tier) adds tiers; "
+           "NixlConnector (P/D) is accepted")
+    a("--kv-offloading-backend", default=None, choices=["native", "lmcache"], help="vLLM's shortcut (native)")
+    a("--kv-offloading-size", type=float, default=None, help="CPU offload size in GiB (vLLM's shortcut)")
+    a("--num-cpu-blocks", type=int, default=None, help="CPU tier size in GPU blocks (overrides vLLM's flags)")
+    a("--num-storage-blocks", type=int, default=None, help="shared-storage tier size in GPU blocks")
+    a("--cpu-bandwidth-gbps", type=float, default=25.0, help="CPU<->GPU copy bandwidth, GB/s (1e9 bytes/s)")
+    a("--storage-bandwidth-gbps", type=float, default=2.0, help="storage->GPU read bandwidth, GB/s")
     a("--dtype", default="auto", help="accepted, ignored")
     a("--enforce-eager", action="store_true", help="accepted, ignored")
     a("--role", default="both", choices=["prefill", "decode", "both"])
@@ -87,6 +95,7 @@ def _lora_modules(items: list[str]) -> list[tuple[str, str]]:
 
 def build(args: argparse.Namespace) -> Any:
     """Validate flags and assemble a ``SimServer`` (raises FlagError with a one-line reason)."""
+    from lanterna.cli.sim_tiers import TierFlagError, TierFlags, resolve_tiers
     from lanterna.models.tokenizer import load_tokenizer
     from lanterna.protocol.kv_events import topic_for
     from lanterna.sim.engine import Engine, EngineConfig
@@ -110,7 +119,14 @@ def build(args: argparse.Namespace) -> Any:
         tok = load_tokenizer(args.tokenizer)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise FlagError(str(exc)) from None
-    _json_flag("--kv-transfer-config", args.kv_transfer_config)
+    flags = TierFlags(_json_flag("--kv-transfer-config", args.kv_transfer_config), args.kv_offloading_backend,
+                      args.kv_offloading_size, args.num_cpu_blocks, args.num_storage_blocks, args.cpu_bandwidth_gbps,
+                      args.storage_bandwidth_gbps)
+    try:
+        tiers = resolve_tiers(flags, block_size=args.block_size, kv_bytes_per_token=profile.kv_bytes_per_token,
+                              tp=profile.tp)
+    except TierFlagError as exc:
+        raise FlagError(str(exc)) from None
     kv_cfg = _json_flag("--kv-events-config", args.kv_events_config) or {}
     names = args.served_model_name or [args.model]
     num_blocks = args.num_gpu_blocks_override or profile.num_gpu_blocks(args.block_size, args.gpu_memory_utilization)
@@ -120,12 +136,17 @@ def build(args: argparse.Namespace) -> Any:
     engine = Engine(EngineConfig(block_size=args.block_size, num_gpu_blocks=num_blocks,
                                  max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, enable_prefix_caching=args.enable_prefix_caching,
-                                 vocab_size=vocab, hash_seed=args.seed), timer, seed=args.seed)
+                                 vocab_size=vocab, hash_seed=args.seed, num_cpu_blocks=tiers.num_cpu_blocks,
+                                 num_storage_blocks=tiers.num_storage_blocks,
+                                 kv_bytes_per_token=profile.kv_bytes_per_token,
+                                 cpu_bandwidth_bps=tiers.cpu_bandwidth_bps,
+                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed)
     lora = LoraRegistry(enabled=args.enable_lora, max_loras=args.max_loras)
     for name, path in _lora_modules(args.lora_modules):
         lora.load(name, path)
-    metrics = SimMetrics(names[0], CacheConfig(args.block_size, num_blocks, None, args.enable_prefix_caching,
-                                               args.num_gpu_blocks_override),
+    metrics = SimMetrics(names[0], CacheConfig(args.block_size, num_blocks, tiers.num_cpu_blocks or None,
+                                               args.enable_prefix_caching, args.num_gpu_blocks_override,
+                                               args.gpu_memory_utilization, args.kv_offloading_size),
                          max_loras=args.max_loras if args.enable_lora else None)
     publisher = None
     if kv_cfg.get("enable_kv_cache_events") and kv_cfg.get("publisher", "zmq") == "zmq":

@@ -19,6 +19,7 @@ Same config + same seed -> the same event order -> the same numbers (sequence nu
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import random
@@ -68,7 +69,8 @@ def make_engine(c: ClusterTarget, seed: int) -> EngineLike:
 
     blocks = c.num_gpu_blocks or get_profile(c.profile).num_gpu_blocks(c.block_size)
     cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
-                       max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20)
+                       max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20,
+                       compact_outputs=True)
     return Engine(cfg, make_timer("physics", c.profile), seed=seed)
 
 
@@ -201,22 +203,41 @@ class VirtualCluster:
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
         if out.kv_events:
             self.applier.apply_events(self.endpoints[i].id, out.kv_events)
-        for rt in out.outputs:
-            fl = self._flights.get(rt.request_id)
+        flights = self._flights
+        for rid in getattr(out, "decoded", ()):  # compact engines: one plain decode token each
+            fl = flights.get(rid)
             if fl is None:
                 continue
+            rec = fl.rec
+            last = rec.last_token_s
+            if last is not None:
+                rec.itl_s.append(t - last)
+            rec.last_token_s = t
+            rec.output_tokens += 1
+        for rt in out.outputs:
+            fl = flights.get(rt.request_id)
+            if fl is None:
+                continue
+            rec = fl.rec
+            last = rec.last_token_s
+            if rt.finish_reason is None and last is not None and len(rt.token_ids) == 1:
+                # the hot path, one decode token: RequestRecord.on_tokens inlined
+                rec.itl_s.append(t - last)
+                rec.last_token_s = t
+                rec.output_tokens += 1
+                continue
             if rt.token_ids:
-                if fl.rec.first_token_s is None:
+                if rec.first_token_s is None:
                     fl.ticket.first_token()
-                    fl.rec.cached_tokens = rt.num_cached_tokens
-                fl.rec.on_tokens(t, len(rt.token_ids))
+                    rec.cached_tokens = rt.num_cached_tokens
+                rec.on_tokens(t, len(rt.token_ids))
             if rt.finish_reason is not None:
                 if rt.finish_reason in ("abort", "error"):
-                    fl.rec.error = f"engine_{rt.finish_reason}"
-                fl.rec.end_s = t
+                    rec.error = f"engine_{rt.finish_reason}"
+                rec.end_s = t
                 fl.ticket.release()
-                self.sched.response_complete(fl.req, fl.result, self.endpoints[i].id, fl.rec.cached_tokens)
-                del self._flights[rt.request_id]
+                self.sched.response_complete(fl.req, fl.result, self.endpoints[i].id, rec.cached_tokens)
+                del flights[rt.request_id]
                 self._on_finished(t)
         if self.engines[i].has_work():
             self._start_step(i, t)
@@ -268,8 +289,15 @@ class VirtualCluster:
         chain(0.0)
 
     def run(self) -> RunResult:
-        with self.progress:
-            return self._run()
+        # Every decode token allocates a few small container objects and the run holds millions of
+        # long-lived ones (records, index, token lists): default thresholds rescan them constantly.
+        old = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 100)
+        try:
+            with self.progress:
+                return self._run()
+        finally:
+            gc.set_threshold(*old)
 
     def _run(self) -> RunResult:
         started, wall0, cpu0 = now_utc(), time.perf_counter(), time.process_time()

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from lanterna.kvindex.index import KVIndex
+from lanterna.kvindex.ingest import decode_hot
 from lanterna.protocol.kv_events import (
     KVEvent,
     KVEventBatch,
@@ -187,16 +188,27 @@ class EventApplier:
 
     def _apply(self, endpoint_id: str, st: Stream, seq: int, payload: bytes, now_wall: float) -> Verdict:
         st.last_seq = seq
-        try:
-            batch, bad = _decode_tolerant(payload)
-        except (KVEventDecodeError, msgspec.DecodeError):
-            return self._malformed(endpoint_id, "payload")
-        if bad:
-            self.counters.malformed["unknown_event"] += bad
-        st.last_batch_ts = batch.ts
+        try:  # the common payload (GPU tier, int hashes, no LoRA) decodes into lean Structs
+            hot = decode_hot(payload)
+        except msgspec.DecodeError:
+            hot = None
+        if hot is not None:
+            ts = hot.ts
+            self.index.apply_hot(
+                endpoint_id, hot.events, self.counters.events, lambda: self._malformed(endpoint_id, "event_fields")
+            )
+        else:
+            try:
+                batch, bad = _decode_tolerant(payload)
+            except (KVEventDecodeError, msgspec.DecodeError):
+                return self._malformed(endpoint_id, "payload")
+            if bad:
+                self.counters.malformed["unknown_event"] += bad
+            ts = batch.ts
+            self.apply_events(endpoint_id, batch.events)
+        st.last_batch_ts = ts
         if now_wall:
-            st.lag_s = max(0.0, now_wall - batch.ts)
-        self.apply_events(endpoint_id, batch.events)
+            st.lag_s = max(0.0, now_wall - ts)
         return Verdict.APPLIED
 
     def apply_events(self, endpoint_id: str, events: list[Any]) -> None:

@@ -12,23 +12,16 @@ each endpoint's hash map by ``map_capacity``. Pure: no clocks, no I/O.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from lanterna.kvindex.hashing import TokenIdOutOfRange, chain_keys, hash_block, root_key, token_bytes
+from lanterna.kvindex import ingest
+from lanterna.kvindex.hashing import chain_keys, hash_block, root_key, token_bytes
 from lanterna.kvindex.match import TierWeights, match_blocks
-from lanterna.protocol.kv_events import (
-    MEDIUM_CPU,
-    MEDIUM_GPU,
-    AllBlocksCleared,
-    BlockRemoved,
-    BlockStored,
-    fold_hash,
-)
+from lanterna.protocol.kv_events import MEDIUM_CPU, MEDIUM_GPU
 
 TIER_GPU, TIER_CPU, TIER_STORAGE = 0, 1, 2
 
@@ -213,102 +206,16 @@ class KVIndex:
     def apply_batch(
         self, endpoint_id: str, events: Sequence[Any], counts: Counter[str], on_bad: Callable[[], object]
     ) -> None:
-        """Apply one payload's decoded events in order: the ingest hot path.
+        """Apply one payload's decoded ``KVEvent``s in order (``ingest.apply_batch``: the general hot path).
 
-        vLLM sends many one-block ``BlockStored``/``BlockRemoved`` events while decoding, so the per-event
-        fixed cost dominates: the common case (GPU tier, int hashes, no LoRA, right block size, only the
-        GPU tier indexed for removals) runs inline with hoisted locals and a precompiled ``struct`` per
-        block; anything else takes the general ``store``/``remove``. Bounds are enforced once per batch.
-        ``on_bad`` is called for an event with bad fields (dropped)."""
-        ep = self._eps[endpoint_id]
-        hmap, gpu = ep.hmap, self._gpu
-        gpop, hget = gpu.pop, hmap.get
-        bit, clear = ep.bit, ~ep.bit
-        bs = self._block_size.get(ep.model)
-        pack = _packer(bs) if bs else None
-        root = self.root(ep.model, None)
-        xxh = hash_block
-        n_stored = n_removed = n_ev_stored = n_ev_removed = 0
-        for ev in events:
-            t = type(ev)
-            try:
-                if t is BlockStored:
-                    if ev.kv_cache_spec_kind != "full_attention":
-                        counts["BlockStored_skipped_kind"] += 1
-                        continue
-                    hashes, toks, parent = ev.block_hashes, ev.token_ids, ev.parent_block_hash
-                    n = len(hashes)
-                    if (pack is None or bs is None or ev.block_size != bs or (ev.medium is not None and ev.medium != MEDIUM_GPU)
-                            or ev.lora_name is not None or ev.lora_id is not None or not n
-                            or type(hashes[0]) is not int or len(toks) != n * bs
-                            or (parent is not None and type(parent) is not int)):
-                        self._store_event(endpoint_id, ev)
-                        n_ev_stored += 1
-                        bs = self._block_size.get(ep.model)  # the first event may have set it
-                        pack = _packer(bs) if bs else None
-                        continue
-                    if parent is None:
-                        h = root
-                    else:
-                        p = hget(parent)
-                        if p is None:
-                            self.counters.num_unresolved_parent += 1
-                            n_ev_stored += 1
-                            continue
-                        h = p
-                    if n == 1:
-                        h = xxh(pack(*toks), h)
-                        hmap[hashes[0]] = h
-                        gpu[h] = gpop(h, 0) | bit  # re-inserting moves the key to the young end (LRU)
-                    else:
-                        for vh, key in zip(hashes, chain_keys(token_bytes(toks), bs, h, n), strict=True):
-                            hmap[vh] = key
-                            gpu[key] = gpop(key, 0) | bit
-                    n_stored += n
-                    n_ev_stored += 1
-                elif t is BlockRemoved:
-                    hashes = ev.block_hashes
-                    if (self._cpu or self._sto or (ev.medium is not None and ev.medium != MEDIUM_GPU)
-                            or (hashes and type(hashes[0]) is not int)):
-                        self._remove_event(endpoint_id, ev)
-                        n_ev_removed += 1
-                        continue
-                    for vh in hashes:
-                        key = hmap.pop(vh, -1)
-                        if key == -1:
-                            self.counters.num_unresolved_hash += 1
-                            continue
-                        m = gpu.get(key, 0) & clear
-                        if m:
-                            gpu[key] = m
-                        else:
-                            gpu.pop(key, None)
-                        n_removed += 1
-                    n_ev_removed += 1
-                elif t is AllBlocksCleared:
-                    self.clear_endpoint(endpoint_id)
-                    hmap, hget = ep.hmap, ep.hmap.get  # clear_endpoint replaces the map
-                    counts["AllBlocksCleared"] += 1
-            except (TokenIdOutOfRange, struct.error, ValueError, TypeError, OverflowError):
-                on_bad()
-        self.counters.num_blocks_stored += n_stored
-        self.counters.num_blocks_removed += n_removed
-        if n_ev_stored:
-            counts["BlockStored"] += n_ev_stored
-        if n_ev_removed:
-            counts["BlockRemoved"] += n_ev_removed
-        if len(gpu) > self.capacity:
-            self._evict_keys()
-        if len(ep.hmap) > self.map_capacity:
-            self._evict_map(ep)
+        ``on_bad`` is called for an event with bad fields (dropped); bounds are enforced once per batch."""
+        ingest.apply_batch(self, endpoint_id, events, counts, on_bad)
 
-    def _store_event(self, endpoint_id: str, ev: BlockStored) -> None:
-        lora = ev.lora_name if ev.lora_name is not None else (None if ev.lora_id is None else f"#lora{ev.lora_id}")
-        parent = None if ev.parent_block_hash is None else fold_hash(ev.parent_block_hash)
-        self.store(endpoint_id, _folded(ev.block_hashes), parent, ev.token_ids, ev.block_size, ev.medium, lora)
-
-    def _remove_event(self, endpoint_id: str, ev: BlockRemoved) -> None:
-        self.remove(endpoint_id, _folded(ev.block_hashes), ev.medium)
+    def apply_hot(
+        self, endpoint_id: str, events: Sequence[Any], counts: Counter[str], on_bad: Callable[[], object]
+    ) -> None:
+        """Apply the events of an ``ingest.decode_hot`` payload: the fastest path (see ``ingest``)."""
+        ingest.apply_hot(self, endpoint_id, events, counts, on_bad)
 
     def remove(self, endpoint_id: str, block_hashes: Iterable[int], medium: str | None = MEDIUM_GPU) -> None:
         """Apply a BlockRemoved for one tier; the map entry goes once no tier of this endpoint holds it."""
@@ -394,23 +301,3 @@ class KVIndex:
 
     def __len__(self) -> int:
         return len(self._gpu)
-
-
-_packers: dict[int, Callable[..., bytes]] = {}
-
-
-def _packer(block_size: int) -> Callable[..., bytes]:
-    """``struct.pack`` for one block of uint32 tokens: cheaper than ``array`` for a single block."""
-    p = _packers.get(block_size)
-    if p is None:
-        p = _packers[block_size] = struct.Struct(f"{block_size}I").pack
-    return p
-
-
-def _folded(hashes: list[Any]) -> list[int]:
-    """vLLM's default int hashes pass through untouched; raw-bytes digests are folded to uint64.
-
-    One publisher uses one form, so the first element decides (a mixed list can only mis-key itself)."""
-    if hashes and type(hashes[0]) is not int:
-        return [fold_hash(x) for x in hashes]
-    return hashes

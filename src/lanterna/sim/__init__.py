@@ -1,6 +1,6 @@
 """sim: a vLLM-compatible simulator. The engine and timing model are pure; server/publisher drive them."""
 
-from lanterna.sim.engine import Engine, EngineConfig, EngineStats
+from lanterna.sim.engine import Engine, EngineConfig, EngineStats, EngineStepOutput
 from lanterna.sim.profiles import PROFILES, ModelProfile, get_profile
 from lanterna.sim.timing import (
     BatchShape,
@@ -20,6 +20,7 @@ __all__ = [
     "EngineConfig",
     "EngineRequest",
     "EngineStats",
+    "EngineStepOutput",
     "ModelProfile",
     "PerTokenTimer",
     "PhysicsTimer",

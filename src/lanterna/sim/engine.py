@@ -14,14 +14,25 @@ the hot path of the virtual cluster (once per running request per step), so it i
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from lanterna.sim.engine_config import EngineConfig, EngineStats
 from lanterna.sim.kv_cache_manager import KVCacheManager
-from lanterna.sim.request_state import SeqState, make_seq
+from lanterna.sim.request_state import SeqState, TokenStream, make_seq
 from lanterna.sim.scheduler import make_waiting_queue, preemption_victim
 from lanterna.sim.timing import BatchShape, StepTimer
 from lanterna.sim.types import EngineRequest, RequestTokens, StepOutput
 
-__all__ = ["Engine", "EngineConfig", "EngineStats"]
+__all__ = ["Engine", "EngineConfig", "EngineStats", "EngineStepOutput"]
+
+TOKEN_BATCH = 4096  # unseeded token ids drawn per numpy call (one call every many steps)
+
+
+@dataclass(slots=True)
+class EngineStepOutput(StepOutput):
+    """``StepOutput`` plus, with ``compact_outputs``, the ids of requests that got one plain decode token."""
+
+    decoded: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -40,6 +51,9 @@ class Engine:
         self._lora_ids: dict[str, int] = {}
         self._pending: list[RequestTokens] = []  # outputs decided outside a step (rejections)
         self._order = 0
+        self._tokens = TokenStream(f"{seed}:engine", config.vocab_size)  # for unseeded requests
+        self._drawn: list[int] = []
+        self._drawn_pos = 0
         self._transfer_s = 0.0  # P/D KV pulls of requests admitted in the current step
         self.num_preemptions = 0
         self.num_prompt_tokens = 0
@@ -57,7 +71,8 @@ class Engine:
             return
         lora_id = self._lora_ids.setdefault(req.lora_name, len(self._lora_ids) + 1) if req.lora_name else None
         self._order += 1
-        s = make_seq(req, self.seed, cfg.vocab_size, cfg.max_model_len, cfg.eos_probability, lora_id, self._order)
+        own = TokenStream(f"{self.seed}:{req.seed}", cfg.vocab_size) if req.seed is not None else None
+        s = make_seq(req, own, own or self._tokens, cfg.max_model_len, cfg.eos_probability, lora_id, self._order)
         self._seqs[req.request_id] = s
         self.waiting.add(s)
 
@@ -78,10 +93,10 @@ class Engine:
         return bool(self.running or self.waiting or self._pending or self.pool.events)
 
     # ---- the step --------------------------------------------------------------------------------
-    def step(self, now: float) -> StepOutput:
+    def step(self, now: float) -> EngineStepOutput:
         """One engine iteration: schedule, sample, cache blocks, 'run' (ask the timer), emit events."""
         cfg = self.config
-        out = StepOutput(0.0, outputs=self._pending)
+        out = EngineStepOutput(0.0, outputs=self._pending)
         self._pending = []
         budget = cfg.max_num_batched_tokens
         bs = cfg.block_size
@@ -95,7 +110,7 @@ class Engine:
             n = len(s.tokens) - c
             if n > budget:
                 n = budget
-            if c + n > len(s.blocks) * bs and not self.kv.grow(s, c + n):
+            if c + n > s.num_slots and not self.kv.grow(s, c + n):
                 ok, i, budget = self._make_room(s, i, c + n, budget, sched, nums, out)
                 if not ok:
                     continue  # s itself was preempted or aborted; running[i] is the next one
@@ -129,7 +144,7 @@ class Engine:
         self.pool.events = []
         return out
 
-    def _run_batch(self, sched: list[SeqState], nums: list[int], out: StepOutput) -> BatchShape:
+    def _run_batch(self, sched: list[SeqState], nums: list[int], out: EngineStepOutput) -> BatchShape:
         """Advance every scheduled request: computed tokens, full blocks cached, one token sampled per
         request whose prompt is done. Returns the batch shape for the timer."""
         shape = BatchShape()
@@ -139,7 +154,11 @@ class Engine:
         caching = self.config.enable_prefix_caching
         cache_full = self.kv.cache_full_blocks
         num_sampled = num_prompt = 0
+        drawn, j = self._drawn, self._drawn_pos
+        if j + len(sched) > len(drawn):  # at most one token per scheduled request
+            drawn, j = self._tokens.take(max(TOKEN_BATCH, len(sched))), 0
         num_before = len(outputs)  # rejections and aborts: no tokens
+        decoded = out.decoded if self.config.compact_outputs else None
         finished: list[SeqState] = []
         for s, n in zip(sched, nums, strict=True):
             c = s.num_computed
@@ -158,26 +177,35 @@ class Engine:
                 continue
             k = s.num_output = s.num_output + 1
             if k < s.stop_at:
-                try:
-                    tok = s.stream.next()
-                except StopIteration:
-                    tok = s.stream.refill()
+                if s.stream is None:
+                    tok = drawn[j]
+                    j += 1
+                else:
+                    tok = s.stream.draw()
                 tokens.append(tok)
                 if k == 1:
                     num_prompt += len(s.req.prompt_token_ids)
-                outputs.append(RequestTokens(s.req.request_id, [tok], None, s.num_cached_tokens, k == 1,
-                                             s.num_preemptions))
+                elif decoded is not None:
+                    decoded.append(s.rid)
+                    continue
+                outputs.append(RequestTokens(s.rid, [tok], None, s.num_cached_tokens, k == 1, s.num_preemptions))
                 continue
             reason = s.stop_reason
-            tok = s.req.eos_token_id if reason == "stop" else s.stream.draw()
-            assert tok is not None  # NOTE: "stop" is only chosen when eos_token_id is set
-            tokens.append(tok)
+            if reason == "stop":
+                last = s.req.eos_token_id
+            elif s.stream is None:
+                last = drawn[j]
+                j += 1
+            else:
+                last = s.stream.draw()
+            assert last is not None  # NOTE: "stop" is only chosen when eos_token_id is set
+            tokens.append(last)
             if k == 1:
                 num_prompt += len(s.req.prompt_token_ids)
-            outputs.append(RequestTokens(s.req.request_id, [tok], reason, s.num_cached_tokens, k == 1,
-                                         s.num_preemptions))
+            outputs.append(RequestTokens(s.rid, [last], reason, s.num_cached_tokens, k == 1, s.num_preemptions))
             finished.append(s)
-        self.num_generation_tokens += len(outputs) - num_before  # one token each
+        self._drawn, self._drawn_pos = drawn, j
+        self.num_generation_tokens += len(outputs) - num_before + len(out.decoded)  # one token each
         self.num_prompt_tokens += num_prompt
         shape.num_prefill_sampled = num_sampled
         out.num_decode_tokens = len(decode_ctx)
@@ -190,7 +218,7 @@ class Engine:
         return shape
 
     def _make_room(self, s: SeqState, i: int, target: int, budget: int, sched: list[SeqState],
-                   nums: list[int], out: StepOutput) -> tuple[bool, int, int]:
+                   nums: list[int], out: EngineStepOutput) -> tuple[bool, int, int]:
         """Preempt by policy until ``s`` (``running[i]``) fits ``target`` tokens.
 
         Returns (s fits, index of the request to look at next, budget). A victim already scheduled this

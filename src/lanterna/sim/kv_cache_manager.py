@@ -50,24 +50,30 @@ class KVCacheManager:
         if new is None:
             return False
         s.blocks.extend(new)
+        s.num_slots = len(s.blocks) * self.block_size
         return True
 
     def free(self, s: SeqState) -> None:
         # NOTE: reversed, so the sequence's tail is evicted before its (more shareable) head.
         self.pool.free(reversed(s.blocks))
         s.blocks = []
+        s.num_slots = 0
 
     def lookup(self, s: SeqState) -> list[tuple[int, int]]:
         """Longest cached prefix of ``s`` as (GPU block id, or -1-tier for a tier hit; hash) pairs."""
         if not self.config.enable_prefix_caching:
             return []
-        bs, pool, tiers = self.block_size, self.pool, self.tiers
+        bs, cached, tiers = self.block_size, self.pool.cached, self.tiers
         num_tokens = len(s.tokens)
         self.extend_hashes(s, num_tokens // bs)
         hits: list[tuple[int, int]] = []
-        for h in s.hashes[: (num_tokens - 1) // bs]:  # NOTE: the last token is always recomputed
-            b = pool.lookup(h)
-            if b is None:
+        # NOTE: the last token is always recomputed. A blocked waiting head repeats this every step,
+        # so the pool's map is read directly (BlockPool.lookup inlined).
+        for h in s.hashes[: (num_tokens - 1) // bs]:
+            holders = cached.get(h)
+            if holders:
+                b = holders[0]
+            else:
                 tier = next((t for t, tr in enumerate(tiers) if h in tr), -1)
                 if tier < 0:
                     break
@@ -114,6 +120,7 @@ class KVCacheManager:
         new.reverse()
         blocks.extend(new)
         s.blocks = blocks
+        s.num_slots = len(blocks) * bs
         s.num_cached_blocks = len(hits)
         return True
 

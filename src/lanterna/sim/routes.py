@@ -16,6 +16,7 @@ from aiohttp import web
 
 from lanterna.errors import InternalError, InvalidRequest
 from lanterna.protocol import openai as oai
+from lanterna.sim.sse import ChunkTemplate
 from lanterna.sim.types import EngineRequest, RemotePrefill
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class _Handlers:
         await resp.prepare(request)
         created = int(time.time())
         chunk = oai.chat_chunk if chat else oai.completion_chunk
+        plain = None if continuous else ChunkTemplate(chunk, rid, created, model)  # the per-token fast path
         if chat:
             await resp.write(oai.chat_role_chunk(rid, created, model,
                                                  oai.running_usage(num_prompt, 0) if continuous else None))
@@ -153,7 +155,10 @@ class _Handlers:
             text = detok.push(new) if new else ""
             if reason is not None:
                 text += detok.flush()
-            if text or reason is not None:
+            if plain is not None and reason is None:
+                if text:
+                    await resp.write(plain.render(text))
+            elif text or reason is not None:
                 running = oai.running_usage(num_prompt, num_out) if continuous else None
                 await resp.write(chunk(rid, created, model, text, reason, running,
                                        reason is not None and not include_usage))

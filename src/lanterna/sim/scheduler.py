@@ -40,7 +40,10 @@ class FcfsQueue(deque[SeqState]):
 
     add = deque.append
     add_preempted = deque.appendleft
-    pop = deque.popleft  # type: ignore[assignment]
+    pop = deque.popleft
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
 
     def peek(self) -> SeqState:
         return self[0]

@@ -179,3 +179,38 @@ def test_engine_describes_each_batch_to_the_timer() -> None:
         ([], [21], 0),
         ([], [22], 0),
     ]
+
+
+def test_eos_length_is_geometric_after_min_tokens() -> None:
+    # EOS is decided once per request (a geometric draw), which must match a per-token coin of p = 0.25:
+    # mean outputs = min_tokens + 1 / p = 2 + 4.
+    e = make_engine(eos_probability=0.25, num_gpu_blocks=4096)
+    for i in range(400):
+        e.add_request(req(f"r{i}", list(range(i * 8, i * 8 + 8)), max_tokens=10_000, ignore_eos=False,
+                          eos_token_id=7, min_tokens=2))
+    r = run(e, max_steps=100_000)
+    lengths = [len(t) for t in r.tokens.values()]
+    assert set(r.finish.values()) == {"stop"} and min(lengths) >= 3
+    assert all(t[-1] == 7 for t in r.tokens.values())
+    assert 5.5 < sum(lengths) / len(lengths) < 6.5
+
+
+def test_compact_outputs_report_middle_tokens_as_ids_with_the_same_counts() -> None:
+    def go(compact: bool) -> tuple[list[list[tuple[str, bool, str | None]]], list[list[str]], int]:
+        e = make_engine(compact_outputs=compact, max_num_batched_tokens=16)
+        for i in range(3):
+            e.add_request(req(f"r{i}", list(range(i * 50, i * 50 + 10)), max_tokens=4 + i))
+        outs, ids = [], []
+        while e.has_work():
+            o = e.step(0.0)
+            outs.append([(x.request_id, x.first_token, x.finish_reason) for x in o.outputs])
+            ids.append(list(getattr(o, "decoded", [])))
+        return outs, ids, e.stats().num_generation_tokens
+
+    full, none, n_full = go(False)
+    compact, ids, n_compact = go(True)
+    assert not any(none) and n_full == n_compact == 4 + 5 + 6
+    # compact keeps first and last tokens as RequestTokens; every other token becomes an id, same step
+    merged = [sorted([r for r, _, _ in c] + i) for c, i in zip(compact, ids, strict=True)]
+    assert merged == [sorted(r for r, _, _ in f) for f in full]
+    assert all(first or reason for step in compact for _, first, reason in step)

@@ -2,33 +2,33 @@
 
 Scores an endpoint by how long this request would wait there, in one currency (prefill tokens of work):
 
-    cost(e) = prefillScale x uncached(e) + queueScale x queued(e)
-            + decodeScale  x in_flight_decode_seqs(e)
-            + waitingPenalty x metrics.num_waiting(e)
+    cost(e) = prefillScale x uncached(e) + queueScale x queued(e) + decodeScale x in_flight_decode_seqs(e)
+            + kvScale x in_flight_kv_tokens(e) + waitingPenalty x metrics.num_waiting(e)
     score(e) = 1 - (cost(e) - cost_min) / max(cost_max - cost_min, minSpanTokens)
 
-``uncached(e) = prompt_tokens - cached(e)``: cached comes from the precise KV-event index when
-``services.kv_index`` is set and the request has token ids (tier-weighted: a CPU-tier block counts 0.8),
-credited also with prefixes this scorer routed to ``e`` that are still in flight (the index hears of a
-prefix only after its prefill step, and a second request of the same prefix must not pay it again
-elsewhere); without the precise index, cached comes from the approximate index of the config's
-``prefix-cache-scorer`` (or a private one). ``queued(e)`` is the prefill work ahead of this request: the
+``uncached(e) = prompt_tokens - cached(e)``. With token ids and ``services.kv_index``, cached comes from
+the precise KV-event index (tier-weighted: a CPU-tier block counts 0.8), raised to the prefixes this
+scorer sent to ``e`` that are still in flight (``pending.py``: the index hears of a prefix only after its
+prefill step, and a second request of a new prefix must not recompute it elsewhere); otherwise from the
+approximate index of the config's ``prefix-cache-scorer`` (or a private one). ``queued(e)``: the
 gateway's ``in_flight_prefill_tokens`` counts whole prompts, so it is scaled by the uncached share of the
-requests this scorer sent to ``e`` (a warm replica's queue of mostly-cached prompts is short). The decode
-term is small on purpose: co-running sequences slow a step a little, whereas a cache miss costs the whole
-history; it balances otherwise equal choices (new sessions, cold prefixes) without moving a warm session.
-A miss weighs more than queued work (``queueScale`` 0.25): a miss adds its tokens to the work of every
-request queued behind it on that replica, so under overload chasing a shorter queue with a miss makes all
-queues longer (measured on the cold-prefix scenario: with queueScale 1 the hit rate fell from 0.83 to 0.64 and P99 TTFT
-rose from 3 s to 54 s).
-Why not charge in-flight KV tokens (the old model): in long-context chat the resident KV of a replica's
-other sessions outweighed recomputing one history, so every next turn moved and lost its cache.
+requests this scorer sent to ``e`` (a warm replica's queue of mostly-cached prompts is short).
+
+Why these weights. A miss weighs 4x queued work (``queueScale`` 0.25) because it also delays everything
+queued behind it: under overload, chasing a shorter queue with a miss lengthens every queue (cold-prefix
+scenario: with queueScale 1 the hit rate fell from 0.83 to 0.64 and P99 TTFT rose from 3 s to 54 s). The
+decode term is small: co-running sequences slow a step a little, whereas a miss costs the whole history;
+it settles otherwise equal choices (a new chat session whose only hit is the shared system prompt goes to
+the least loaded replica) while a warm session with H cached tokens moves only when its replica runs
+H/128 more sequences. In-flight KV tokens are not charged by default (``kvScale`` 0): that was the old
+model, and in long-context chat the KV of a replica's other sessions outweighed one history, so every
+next turn moved and lost its cache.
 
 Params: ``prefillScale`` (1.0), ``queueScale`` (0.25), ``decodeScale`` (prefill tokens per in-flight
-sequence, 128),
-``waitingPenalty`` (prefill tokens per scraped waiting request, 0), ``minSpanTokens`` (256: cost gaps
-smaller than this score proportionally less than 1, so tie-break scorers can act),
-``blockSizeTokens`` (16, until the precise index knows the server's)."""
+sequence, 128), ``kvScale`` (per in-flight KV token, 0), ``waitingPenalty`` (per scraped waiting request,
+0), ``minSpanTokens`` (256: smaller cost gaps score proportionally less than 1, so tie-break scorers can
+act), ``blockSizeTokens`` (16, until the precise index knows the server's). Data producer: matches once
+per request before the profiles run and publishes in-flight prefixes as ``STATE_PREFIX_PENDING``."""
 
 from __future__ import annotations
 
@@ -141,9 +141,13 @@ class CostModelScorer:
         cached = self._cached(req, candidates)
         prompt = float(req.num_prompt_tokens_estimate)
         out: dict[str, float] = {}
+        own: dict[str, float] = {}
         for e in candidates:
             ld = e.load
-            uncached = max(0.0, prompt - cached.get(e.id, 0.0))
+            uncached = prompt - cached.get(e.id, 0.0)
+            if uncached < 0.0:
+                uncached = 0.0
+            own[e.id] = uncached
             queued = float(ld.in_flight_prefill_tokens)
             seqs = ld.in_flight_decode_seqs
             if queued == 0 and seqs == 0 and ld.in_flight_requests > 0:  # counts requests only
@@ -154,9 +158,14 @@ class CostModelScorer:
                     s.prompt = s.uncached = 0.0
                 elif s.prompt > 0:
                     queued *= min(1.0, s.uncached / s.prompt)
-            out[e.id] = (p.prefillScale * uncached + p.queueScale * queued + p.decodeScale * seqs + p.kvScale * ld.in_flight_kv_tokens
-                         + p.waitingPenalty * e.metrics.num_waiting)
-        req.state[_STATE_SENT + "/uncached"] = {e.id: max(0.0, prompt - cached.get(e.id, 0.0)) for e in candidates}
+            out[e.id] = (
+                p.prefillScale * uncached
+                + p.queueScale * queued
+                + p.decodeScale * seqs
+                + p.kvScale * ld.in_flight_kv_tokens
+                + p.waitingPenalty * e.metrics.num_waiting
+            )
+        req.state[_STATE_SENT + "/uncached"] = own
         return out
 
     def score(self, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, float]:
@@ -182,7 +191,9 @@ class CostModelScorer:
         s.uncached += uncached
         req.state[_STATE_SENT] = (target.id, prompt, uncached)
         if self.kv_index is not None and req.token_ids is not None:
-            self.pending.add(req, target.id, self.kv_index.block_size_for(req.model) or self.params.blockSizeTokens)
+            self.pending.add(
+                req, target.id, self.kv_index.block_size_for(req.model) or self.params.blockSizeTokens
+            )
 
     def response_complete(
         self, req: SchedRequest, result: SchedulingResult, endpoint_id: str, num_cached_tokens: int | None

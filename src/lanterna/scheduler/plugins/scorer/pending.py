@@ -20,7 +20,8 @@ STATE_PREFIX_PENDING = "lanterna/prefix-match/pending"
 """``req.state`` key: ``PrefixMatch`` of prefixes in flight (written by ``cost-model-scorer``'s producer;
 ``no-hit-lru-scorer`` counts them as hits, so a group's second request is not spread as cold)."""
 
-_STATE_KEYS = "lanterna/pending-prefix/keys"  # (stride tokens, keys) of this request
+_STATE_KEYS = "lanterna/pending-prefix/keys"  # (stride tokens, keys so far, root) of this request
+_MASK = (1 << 64) - 1
 _STATE_ADDED = "lanterna/pending-prefix/added"  # (endpoint id, keys) recorded at add()
 
 
@@ -30,40 +31,60 @@ class PendingPrefixes:
     max_keys: int = 200_000
     owners: dict[int, dict[str, int]] = field(default_factory=dict)  # key -> endpoint id -> refcount
 
-    def _keys(self, req: SchedRequest, block_size: int) -> tuple[int, list[int]]:
-        got = req.state.get(_STATE_KEYS)
+    def _keys(self, req: SchedRequest, block_size: int, upto: int | None = None) -> list[int]:
+        """The first ``upto`` (default all) stride keys of ``req``, computed lazily and kept in its state:
+        a request whose first stride is not in flight hashes 256 tokens, not its whole prompt."""
         stride = block_size * self.stride_blocks
-        if got is not None and got[0] == stride:
-            return got  # type: ignore[no-any-return]
+        got = req.state.get(_STATE_KEYS)
+        if got is None or got[0] != stride:
+            root = root_key(req.model, req.lora) ^ (hash(req.cache_salt) & _MASK if req.cache_salt else 0)
+            got = req.state[_STATE_KEYS] = (stride, [], root)
+        _, keys, root = got
         toks = req.token_ids or []
-        n = len(toks) // stride
-        root = root_key(req.model, req.lora) ^ (hash(req.cache_salt) if req.cache_salt else 0)
-        keys = chain_keys(token_bytes(toks[: n * stride]), stride, root & 0xFFFFFFFFFFFFFFFF, n) if n else []
-        req.state[_STATE_KEYS] = (stride, keys)
-        return stride, keys
+        total = len(toks) // stride
+        want = total if upto is None else min(total, upto)
+        if len(keys) < want:
+            start = len(keys)
+            data = token_bytes(toks[start * stride : want * stride])
+            keys += chain_keys(data, stride, keys[-1] if keys else root, want - start)
+        return keys if upto is None else keys[:want]
 
     def match(self, req: SchedRequest, block_size: int, candidates: list[Endpoint]) -> dict[str, float]:
         """Blocks of ``req``'s prefix in flight to each candidate (consecutive from the first block)."""
-        if not self.owners or req.token_ids is None:
-            return {}
-        _, keys = self._keys(req, block_size)
-        alive = {e.id for e in candidates}
         run: dict[str, float] = {}
-        for i, k in enumerate(keys):
-            got = self.owners.get(k)
-            if not got:
+        if not self.owners or req.token_ids is None:
+            return run
+        alive = {e.id for e in candidates}
+        i, chunk = 0, 1
+        while True:
+            keys = self._keys(req, block_size, i + chunk)
+            if len(keys) <= i:
                 break
-            alive &= got.keys()
-            if not alive:
-                break
+            for k in keys[i:]:
+                got = self.owners.get(k)
+                if not got:
+                    break
+                kept = alive & got.keys()
+                if not kept:
+                    break
+                if i and len(kept) < len(alive):
+                    for eid in alive - kept:
+                        run[eid] = float(i * self.stride_blocks)
+                alive = kept
+                i += 1
+            else:
+                chunk *= 4
+                continue
+            break
+        if i:
             for eid in alive:
-                run[eid] = float((i + 1) * self.stride_blocks)
+                run[eid] = float(i * self.stride_blocks)
         return run
 
     def add(self, req: SchedRequest, endpoint_id: str, block_size: int) -> None:
         if req.token_ids is None or len(self.owners) >= self.max_keys:
             return
-        _, keys = self._keys(req, block_size)
+        keys = self._keys(req, block_size)
         if not keys:
             return
         for k in keys:

@@ -129,3 +129,34 @@ def test_prefix_in_flight_counts_as_cached_until_the_response_completes():
     third = req("", request_id="g2", token_ids=system + [3] * 300)
     got = s.costs(third, [a, b])
     assert got["a"] == got["b"]  # nothing cached, nothing in flight
+
+
+def test_pending_match_is_the_consecutive_run_per_endpoint():
+    from lanterna.scheduler.plugins.scorer.pending import PendingPrefixes
+
+    pend = PendingPrefixes(stride_blocks=1)  # one key per 16-token block
+    base = list(range(64))  # 4 blocks
+    a, b = req("", request_id="a", token_ids=base), req("", request_id="b", token_ids=base[:32] + [9] * 32)
+    pend.add(a, "A", 16)
+    pend.add(b, "B", 16)
+    probe = req("", request_id="p", token_ids=base[:48] + [7] * 16)
+    assert pend.match(probe, 16, [ep("A"), ep("B"), ep("C")]) == {"A": 3.0, "B": 2.0}
+    pend.remove(a)
+    assert pend.match(req("", request_id="q", token_ids=base), 16, [ep("A"), ep("B")]) == {"B": 2.0}
+    pend.remove(b)
+    assert not pend.owners
+
+
+def test_no_hit_lru_treats_an_in_flight_prefix_as_a_hit():
+    """The second request of a new prefix is not spread as cold while the first is still prefilling."""
+    from lanterna.scheduler import lanterna_recommended_config
+    from tests.unit.scheduler.helpers import scheduler
+
+    sched = scheduler(lanterna_recommended_config(), seed=1, services=SchedulerServices(kv_index=FakeKVIndex({})))
+    eps = [ep(f"e{i}") for i in range(4)]
+    system = list(range(4000))
+    first = req("", request_id="g0", token_ids=system + [1] * 200)
+    res = sched.schedule(first, eps)
+    sched.pre_request(first, res)
+    second = req("", request_id="g1", token_ids=system + [2] * 200)
+    assert sched.schedule(second, eps).targets[0] is res.targets[0]

@@ -60,20 +60,26 @@ def scenario_table(name: str, reports: list[dict[str, Any]]) -> str:
 
 
 def spread_section() -> str:
-    """Seed-case ratios (precise / round-robin) per seed, to show the spread across workload seeds."""
+    """Seed-case ratios (precise and lanterna over round-robin) per seed: the spread across workload seeds."""
     path = HERE / "seed-spread" / "results" / "summary.json"
     if not path.is_file():
         return ""
     reps = {r["treatment"]: load_report(_run_dir(r["dir"])) for r in json.loads(path.read_text())["runs"]}
     seeds = sorted({t.split(",")[0] for t in reps})
-    lines = ["| seed | QPS | output tok/s x round-robin (precise) | mean TTFT vs round-robin (precise) |",
-             "|---|---:|---:|---:|"]
+    policies = [p for p in ("precise", "lanterna") if any(t.endswith(f"policy={p}") for t in reps)]
+    lines = ["| seed | QPS | " + " | ".join(f"output tok/s x round-robin ({p}) | mean TTFT vs round-robin ({p})"
+                                          for p in policies) + " |",
+             "|---|---:|" + "---:|---:|" * len(policies)]
     for sd in seeds:
-        rr, pr = reps[f"{sd},policy=round-robin"], reps[f"{sd},policy=precise"]
-        for a, b in zip(rr["stages"], pr["stages"], strict=True):
-            tp = b["throughput"]["output_tokens_per_s"] / a["throughput"]["output_tokens_per_s"]
-            red = b["latency_s"]["ttft"]["mean"] / a["latency_s"]["ttft"]["mean"] - 1
-            lines.append(f"| {sd.split('=')[1]} | {a['requested_rate']:g} | {tp:.2f} | {red * 100:+.1f}% |")
+        rr = reps[f"{sd},policy=round-robin"]
+        for i, a in enumerate(rr["stages"]):
+            cells = []
+            for p in policies:
+                b = reps[f"{sd},policy={p}"]["stages"][i]
+                tp = b["throughput"]["output_tokens_per_s"] / a["throughput"]["output_tokens_per_s"]
+                red = b["latency_s"]["ttft"]["mean"] / a["latency_s"]["ttft"]["mean"] - 1
+                cells.append(f"{tp:.2f} | {red * 100:+.1f}%")
+            lines.append(f"| {sd.split('=')[1]} | {a['requested_rate']:g} | " + " | ".join(cells) + " |")
     return ("### seed spread (inference scheduling, 40 and 60 QPS stages only)\n\n" + "\n".join(lines)
             + "\n\nSame scenario, stages 40 and 60 QPS after the warm-up, three workload/arrival seeds.\n")
 

@@ -19,7 +19,7 @@ from itertools import islice
 from typing import Any
 
 from lanterna.kvindex import ingest
-from lanterna.kvindex.hashing import chain_keys, hash_block, root_key, token_bytes
+from lanterna.kvindex.hashing import chain_keys, root_key
 from lanterna.kvindex.match import TierWeights, match_blocks
 from lanterna.protocol.kv_events import MEDIUM_CPU, MEDIUM_GPU
 
@@ -172,10 +172,7 @@ class KVIndex:
                     self.counters.num_unresolved_parent += 1
                     return
                 parent = p
-            if n == 1:  # the common decode-time event: skip the chain loop
-                keys = [hash_block(token_bytes(token_ids), parent)]
-            else:
-                keys = chain_keys(token_bytes(token_ids), block_size, parent, n)
+            keys = chain_keys(token_ids, block_size, parent, n)
         else:
             keys = []
             for vh in block_hashes:

@@ -17,15 +17,20 @@ directly, so any change to ``KVIndex``'s layout must be mirrored here.
 
 from __future__ import annotations
 
-import struct
-from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from lanterna.kvindex.hashing import TokenIdOutOfRange, chain_keys, hash_block, token_bytes
+from lanterna.kvindex.hashing import (
+    TokenIdOutOfRange,
+    array_header,
+    chain_keys,
+    decode_ids,
+    encode,
+    hash_block,
+)
 from lanterna.protocol.kv_events import MEDIUM_GPU, AllBlocksCleared, BlockRemoved, BlockStored, fold_hash
 
 if TYPE_CHECKING:
@@ -47,14 +52,14 @@ _Kind = Literal[
     "cross_attention",
     "unknown",
 ]
-_BAD_EVENT = (TokenIdOutOfRange, struct.error, ValueError, TypeError, OverflowError)
+_BAD_EVENT = (TokenIdOutOfRange, msgspec.DecodeError, ValueError, TypeError, OverflowError)
 
 
 # -- the hot decoder: same wire format as protocol.kv_events (map encoding), narrower types ----------
 class HotStored(msgspec.Struct, tag="BlockStored", tag_field="type", gc=False):
     block_hashes: tuple[int, ...]
     parent_block_hash: int | None
-    token_ids: tuple[int, ...]
+    token_ids: msgspec.Raw  # the block's canonical bytes as sent: a one-block event is hashed as is
     block_size: int
     lora_id: None = None
     medium: Literal["GPU"] | None = "GPU"
@@ -84,33 +89,22 @@ class HotBatch(msgspec.Struct, array_like=True, gc=False):
 decode_hot: Callable[[bytes], HotBatch] = msgspec.msgpack.Decoder(HotBatch).decode
 """Decode a payload that holds only hot events; raises ``msgspec.DecodeError`` for anything else."""
 
-_packers: dict[int, Callable[..., bytes]] = {}
-
-
-def _packer(block_size: int) -> Callable[..., bytes]:
-    """``struct.pack`` for one block of uint32 tokens: cheaper than ``array`` for a single block."""
-    p = _packers.get(block_size)
-    if p is None:
-        p = _packers[block_size] = struct.Struct(f"{block_size}I").pack
-    return p
-
-
 def apply_hot(
     ix: KVIndex, endpoint_id: str, events: Sequence[Any], counts: Counter[str], on_bad: Callable[[], object]
 ) -> None:
     """Apply a ``HotBatch``'s events in order; ``on_bad`` is called for an event with bad fields (dropped).
 
-    Per one-block event: 5 attribute loads, one ``struct.pack`` + xxh3, one map lookup (parent), one
-    map store and one pop+store on the LRU-ordered GPU dict. Bounds are enforced once per payload."""
+    Per one-block event: 5 attribute loads, xxh3 of the raw ``token_ids`` bytes (no ints are created),
+    one map lookup (parent), one map store and one pop+store on the LRU-ordered GPU dict. Multi-block
+    events decode their ids and re-encode each block (canonical bytes). Bounds: once per payload."""
     ep = ix._eps[endpoint_id]
     hmap, gpu, cpu, sto = ep.hmap, ix._gpu, ix._cpu, ix._sto
     gpop = gpu.pop
     bit, clear = ep.bit, ~ep.bit
     bs = ix._block_size.get(ep.model) or -1  # -1 (unset) fails the size check: the general store sets it
-    pack = _packer(bs) if bs > 0 else None
+    short = len(array_header(bs)) + bs if bs > 0 else 0  # fewer raw bytes than this: not one full block
     root = ix.root(ep.model, None)
-    xxh, to_array, stored, removed, indexed = hash_block, array, HotStored, HotRemoved, _INDEXED_KINDS
-    step = 4 * bs
+    xxh, enc, stored, removed, indexed = hash_block, encode, HotStored, HotRemoved, _INDEXED_KINDS
     n_stored = n_removed = n_ev_stored = n_ev_removed = n_unresolved = n_unknown = 0
     for ev in events:
         t = type(ev)
@@ -118,15 +112,15 @@ def apply_hot(
             if t is stored:
                 hashes, toks = ev.block_hashes, ev.token_ids
                 n = len(hashes)
-                if ev.block_size != bs or len(toks) != n * bs or not n or ev.kv_cache_spec_kind not in indexed:
+                if ev.block_size != bs or len(toks) < short or not n or ev.kv_cache_spec_kind not in indexed:
                     if ev.kv_cache_spec_kind not in indexed:
                         counts["BlockStored_skipped_kind"] += 1
                         continue
                     # first event of the model, wrong block size, token-less: the general store decides
-                    ix.store(endpoint_id, hashes, ev.parent_block_hash, toks, ev.block_size, MEDIUM_GPU)
+                    ix.store(endpoint_id, hashes, ev.parent_block_hash, decode_ids(toks), ev.block_size, MEDIUM_GPU)
                     n_ev_stored += 1
                     bs = ix._block_size.get(ep.model) or -1
-                    pack, step = (_packer(bs) if bs > 0 else None), 4 * bs
+                    short = len(array_header(bs)) + bs if bs > 0 else 0
                     continue
                 parent = ev.parent_block_hash
                 if parent is None:
@@ -139,16 +133,22 @@ def apply_hot(
                         n_ev_stored += 1
                         continue
                 if n == 1:
-                    h = xxh(pack(*toks), h)  # type: ignore[misc]
+                    # the raw field is the block's canonical bytes (its header says how many ids it
+                    # holds, so a wrong count only yields a key no prompt produces)
+                    h = xxh(toks, h)
                     hmap[hashes[0]] = h
                     # re-inserting moves a key to the young end (LRU); `in` is cheaper than pop(h, 0)
                     gpu[h] = (gpop(h) | bit) if h in gpu else bit
                 else:
-                    data = to_array("I", toks).tobytes()
+                    ids = decode_ids(toks)
+                    if len(ids) != n * bs:
+                        ix.store(endpoint_id, hashes, parent, ids, ev.block_size, MEDIUM_GPU)  # counts it
+                        n_ev_stored += 1
+                        continue
                     off = 0
                     for vh in hashes:
-                        h = xxh(data[off : off + step], h)
-                        off += step
+                        h = xxh(enc(ids[off : off + bs]), h)
+                        off += bs
                         hmap[vh] = h
                         gpu[h] = (gpop(h) | bit) if h in gpu else bit
                 n_stored += n
@@ -189,9 +189,8 @@ def apply_batch(
     gpop, hget = gpu.pop, hmap.get
     bit, clear = ep.bit, ~ep.bit
     bs = ix._block_size.get(ep.model)
-    pack = _packer(bs) if bs else None
     root = ix.root(ep.model, None)
-    xxh = hash_block
+    xxh, enc = hash_block, encode
     n_stored = n_removed = n_ev_stored = n_ev_removed = n_unresolved = n_unknown = 0
     for ev in events:
         t = type(ev)
@@ -203,8 +202,7 @@ def apply_batch(
                 hashes, toks, parent = ev.block_hashes, ev.token_ids, ev.parent_block_hash
                 n = len(hashes)
                 if (
-                    pack is None
-                    or bs is None
+                    bs is None
                     or ev.block_size != bs
                     or (ev.medium is not None and ev.medium != MEDIUM_GPU)
                     or ev.lora_name is not None
@@ -217,7 +215,6 @@ def apply_batch(
                     _store_event(ix, endpoint_id, ev)
                     n_ev_stored += 1
                     bs = ix._block_size.get(ep.model)  # the first event may have set it
-                    pack = _packer(bs) if bs else None
                     continue
                 if parent is None:
                     h = root
@@ -229,11 +226,11 @@ def apply_batch(
                         continue
                     h = p
                 if n == 1:
-                    h = xxh(pack(*toks), h)
+                    h = xxh(enc(toks) if type(toks) is list else enc(list(toks)), h)
                     hmap[hashes[0]] = h
                     gpu[h] = gpop(h, 0) | bit
                 else:
-                    for vh, key in zip(hashes, chain_keys(token_bytes(toks), bs, h, n), strict=True):
+                    for vh, key in zip(hashes, chain_keys(toks, bs, h, n), strict=True):
                         hmap[vh] = key
                         gpu[key] = gpop(key, 0) | bit
                 n_stored += n

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lanterna.kvindex.hashing import hash_block, iter_block_keys, iter_byte_chunks
+from lanterna.kvindex.hashing import array_header, encode, hash_block, iter_block_chunks, iter_block_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +105,47 @@ def _walk_gpu_only(
 ) -> int:
     """The common case (no offload tiers indexed): per block one hash, one lookup and one AND.
 
-    Hashing is fused into the walk (no key list), so a miss stops the hashing too."""
+    Hashing is fused into the walk (no key list), so a miss stops the hashing too; a prompt with a
+    ``Canon`` (tokenizer thread) is sliced, a list is encoded block by block."""
     gget = gpu.get
     xxh = hash_block
-    step = block_size * 4
     h = root
     i = 0
-    for data, num in iter_byte_chunks(token_ids, block_size):
-        for off in range(0, num * step, step):
-            h = xxh(data[off : off + step], h)
+    bs = block_size
+    n = len(token_ids) // bs
+    c = getattr(token_ids, "canon", None)
+    if c is not None or type(token_ids) is list or type(token_ids) is tuple:
+        if c is not None:
+            hdr, body = array_header(bs), c.body
+            offs = c.offsets(bs, 0, min(n, 64))  # a miss early costs microseconds: the rest later
+            lim = len(offs) - 1
+            enc = None
+        else:
+            enc, lim = encode, n
+        while i < n:
+            if i == lim:  # only reached with a Canon, once: the offsets of the remaining blocks
+                offs = [0] * i + c.offsets(bs, i, n)  # type: ignore[union-attr]
+                lim = n
+            if enc is None:
+                h = xxh(hdr + body[offs[i] : offs[i + 1]], h)
+            else:
+                h = xxh(enc(token_ids[i * bs : i * bs + bs]), h)  # type: ignore[index]
+            m = gget(h)
+            if m is None:
+                ended.append((alive, i))
+                return i
+            na = alive & m
+            if na != alive:
+                ended.append((alive ^ na, i))
+                if not na:
+                    return i
+                alive = na
+            i += 1
+        ended.append((alive, i))
+        return i
+    for blobs in iter_block_chunks(token_ids, block_size):
+        for blob in blobs:
+            h = xxh(blob, h)
             m = gget(h)
             if m is None:
                 ended.append((alive, i))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from lanterna.kvindex.hashing import TokenIds
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class TokenizerPool:
 
     def _encode(self, fn: Callable[..., list[int]], args: tuple[Any, ...]) -> list[int]:
         ids = fn(*args)
-        return array("I", ids) if self._token_array else ids  # type: ignore[return-value]
+        # TokenIds: an array('I') carrying its canonical block bytes (Canon), built here, off the loop
+        return TokenIds.of(ids) if self._token_array else ids  # type: ignore[return-value]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -142,10 +142,16 @@ def test_unknown_event_type_costs_only_itself() -> None:
     assert ap.counters.malformed["unknown_event"] == 1 and score(ap) == 2
 
 
-def test_bad_token_ids_counted() -> None:
+def test_bad_token_ids_never_match_and_non_ints_are_counted() -> None:
+    """A one-block event's raw ``token_ids`` is hashed unchecked: a bad id only yields a key no prompt
+    produces. Ids that are not ints in a multi-block event fail to decode and are counted."""
     ap = mk()
     ap.ingest("a", msg(0, BlockStored([1], None, [-1, 2, 3, 4], BS)))
-    assert ap.counters.malformed["event_fields"] == 1 and len(ap.index) == 0
+    assert len(ap.index) == 1 and ap.index.match("m", None, [0, 2, 3, 4], ["a"])["a"] == 0
+    ap.ingest("a", msg(1, BlockStored([2, 3], None, ["x"] * 8, BS)))  # type: ignore[list-item]
+    assert ap.counters.malformed["event_fields"] == 1 and len(ap.index) == 1
+    ap.ingest("a", msg(2, stored([4], None, TOKS[:4])))
+    assert ap.index.match("m", None, TOKS, ["a"])["a"] == 1
 
 
 def test_two_replicas_fed_same_events_agree() -> None:

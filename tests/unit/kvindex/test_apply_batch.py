@@ -28,10 +28,13 @@ from tests.conftest import REFERENCE
 BS = 4
 
 
-def random_stream(rng: random.Random, n: int, *, offload: bool, odd: bool) -> list[Any]:
+def random_stream(rng: random.Random, n: int, *, offload: bool, odd: bool, bad_id: int = 1 << 64) -> list[Any]:
     """Chains extended one block at a time (decode), multi-block prefills, the same blocks stored again
     under new vLLM hashes (a key already indexed: LRU refresh), removals, clears, and (``odd``) bytes
-    hashes, LoRA, bad token ids, wrong block sizes, non-full-attention groups, unknown parents."""
+    hashes, LoRA, bad token ids, wrong block sizes, non-full-attention groups, unknown parents.
+
+    ``bad_id``: ``1 << 64`` cannot be encoded (the event is counted bad); on the wire a negative id is
+    hashed unchecked like any other (a key no prompt produces), which both paths must agree on."""
     evs: list[Any] = []
     live: list[int] = []
     h = 1
@@ -73,7 +76,7 @@ def random_stream(rng: random.Random, n: int, *, offload: bool, odd: bool) -> li
                 evs.append(BlockStored([h], None, [2] * BS, BS, lora_name="ad1"))
                 h += 1
             elif c == 2:
-                evs.append(BlockStored([h], None, [-1] + [0] * (BS - 1), BS))  # bad token id
+                evs.append(BlockStored([h], None, [bad_id] + [0] * (BS - 1), BS))  # bad token id
                 h += 1
             elif c == 3:
                 evs.append(BlockStored([h], None, [3] * 8, 8))  # other block size: dropped
@@ -166,7 +169,7 @@ def test_wire_path_equals_general_path(offload: bool, odd: bool, batch: int, enc
     ``decode_payload`` + ``apply_batch`` (the applier's fallback)."""
     num_hot = num_hot_events = num_fallback = 0
     for seed in range(5):
-        evs = random_stream(random.Random(seed), 400, offload=offload, odd=odd)
+        evs = random_stream(random.Random(seed), 400, offload=offload, odd=odd, bad_id=-1)
         fast, ref = fresh(10**6, 10**6), fresh(10**6, 10**6)
         counts: Counter[str] = Counter()
         want_counts: Counter[str] = Counter()

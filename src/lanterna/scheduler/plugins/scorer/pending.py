@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lanterna.endpoints.types import Endpoint
-from lanterna.kvindex.hashing import chain_keys, root_key, token_bytes
+from lanterna.kvindex.hashing import chain_keys_from, root_key
 from lanterna.scheduler.framework.types import SchedRequest
 
 STATE_PREFIX_PENDING = "lanterna/prefix-match/pending"
@@ -44,9 +44,7 @@ class PendingPrefixes:
         total = len(toks) // stride
         want = total if upto is None else min(total, upto)
         if len(keys) < want:
-            start = len(keys)
-            data = token_bytes(toks[start * stride : want * stride])
-            keys += chain_keys(data, stride, keys[-1] if keys else root, want - start)
+            keys += chain_keys_from(toks, stride, keys[-1] if keys else root, len(keys), want)
         return keys if upto is None else keys[:want]
 
     def match(self, req: SchedRequest, block_size: int, candidates: list[Endpoint]) -> dict[str, float]:

@@ -25,6 +25,8 @@ up: $(STAMP)
 
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	LANTERNA_VLLM_PYTHON=$(CURDIR)/$(VENV_VLLM)/bin/python LANTERNA_REQUIRE_VLLM=1 $(BIN)/pytest -q tests
 
 test-fast: $(STAMP)
@@ -33,6 +35,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(VENV_VLLM)

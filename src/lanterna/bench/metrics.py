@@ -39,7 +39,7 @@ class RequestRecord:
     error: str | None = None
     endpoint: str | None = None
     group: int = -1
-    itl_s: array = field(default_factory=lambda: array("d"))
+    itl_s: array[float] = field(default_factory=lambda: array("d"))
 
     def on_tokens(self, t: float, n: int = 1) -> None:
         """``n`` tokens arrived at ``t`` (a chunk may carry several; the gaps inside it are 0)."""

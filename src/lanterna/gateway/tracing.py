@@ -31,7 +31,7 @@ def enable_tracing(app: web.Application) -> bool:
             rid = request.headers.get("x-request-id")
             if rid:
                 span.set_attribute("lanterna.request_id", rid)
-            resp = await handler(request)
+            resp: web.StreamResponse = await handler(request)
             span.set_attribute("http.response.status_code", resp.status)
             dest = resp.headers.get("x-gateway-destination-endpoint")
             if dest:

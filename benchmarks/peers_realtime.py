@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import sys
 import tempfile
@@ -149,12 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--time-scale", type=float, default=2.0, help="real seconds per simulated second")
     a("--rate", type=float, default=16.0, help="requests per simulated second")
     a("--duration-s", type=float, default=8.0, help="simulated seconds per router")
-    a("--groups", type=int, default=32)
-    a("--prompts-per-group", type=int, default=4)
-    a("--system-len", type=int, default=3000)
-    a("--question-len", type=int, default=300)
-    a("--output-len", type=int, default=150)
-    a("--seed", type=int, default=7)
+    rq.add_shared_prefix_args(ap)
     a("--out", type=Path, default=rq.RESULTS / "peers_realtime.json")
     a("--plot", type=Path, default=rq.RESULTS / "peers_realtime.png")
     return ap.parse_args(argv)
@@ -164,8 +158,7 @@ def main() -> None:
     args = parse_args()
     res = asyncio.run(main_async(args))
     print_table(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=str))
+    rq.write_json(args.out, res)
     plot(res["rows"], args.plot)
     print(f"wrote {args.out} and {args.plot}")
 

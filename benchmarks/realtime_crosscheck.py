@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -161,12 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       help="virtual-time QPS levels")
     a("--duration-s", type=float, default=6.0, help="virtual seconds per stage")
     a("--time-scale", type=float, default=3.0, help="real seconds per simulated second on the real side")
-    a("--groups", type=int, default=32)
-    a("--prompts-per-group", type=int, default=4)
-    a("--system-len", type=int, default=3000)
-    a("--question-len", type=int, default=300)
-    a("--output-len", type=int, default=150)
-    a("--seed", type=int, default=7)
+    rq.add_shared_prefix_args(ap)
     a("--tolerance", type=float, default=0.15)
     a("--out", type=Path, default=rq.RESULTS / "realtime_crosscheck.json")
     return ap.parse_args(argv)
@@ -176,8 +170,7 @@ def main() -> None:
     args = parse_args()
     res = asyncio.run(main_async(args))
     print_report(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=str))
+    rq.write_json(args.out, res)
     print(f"wrote {args.out}")
 
 

@@ -362,6 +362,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def add_shared_prefix_args(ap: argparse.ArgumentParser) -> None:
+    """Flags of the scaled-down inference-scheduling workload that the other real-time benchmarks share."""
+    a = ap.add_argument
+    a("--groups", type=int, default=32)
+    a("--prompts-per-group", type=int, default=4)
+    a("--system-len", type=int, default=3000)
+    a("--question-len", type=int, default=300)
+    a("--output-len", type=int, default=150)
+    a("--seed", type=int, default=7)
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
@@ -393,8 +409,7 @@ def main() -> None:
     except ImportError:
         res = asyncio.run(main_async(args))
     print_table(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=str))
+    write_json(args.out, res)
     print(f"\nwrote {args.out}")
 
 

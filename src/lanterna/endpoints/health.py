@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from lanterna.endpoints.store import EndpointStore, ModelCard
+from lanterna.endpoints.tasks import EndpointTasks
 from lanterna.endpoints.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,15 @@ class HealthChecker:
         self._unhealthy_after = unhealthy_after
         self._discover_models = discover_models
         self._failures: dict[str, int] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = EndpointTasks("health")
 
     def watch(self, ep: Endpoint, *, checked: bool = False) -> None:
         """Check ``ep`` periodically; ``checked``: it was just checked, so the first check waits an interval."""
         if ep.id not in self._tasks:
-            self._tasks[ep.id] = asyncio.get_running_loop().create_task(self._loop(ep, checked),
-                                                                        name=f"health:{ep.id}")
+            self._tasks.start(ep.id, self._loop(ep, checked))
 
     def unwatch(self, endpoint_id: str) -> None:
-        task = self._tasks.pop(endpoint_id, None)
-        if task is not None:
-            task.cancel()
+        self._tasks.cancel(endpoint_id)
 
     async def _get(self, url: str) -> bytes | None:
         try:
@@ -104,8 +102,4 @@ class HealthChecker:
             await asyncio.sleep(self._interval_s)
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from lanterna.endpoints.tasks import EndpointTasks
 from lanterna.endpoints.types import Endpoint, EndpointMetrics
 
 log = logging.getLogger(__name__)
@@ -132,16 +133,14 @@ class MetricsScraper:
         self._on_scrape = on_scrape  # after every attempt (a failed one ages the snapshot): cached views refresh
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = EndpointTasks("scrape")
 
     def watch(self, ep: Endpoint) -> None:
         if ep.id not in self._tasks:
-            self._tasks[ep.id] = asyncio.get_running_loop().create_task(self._poll(ep), name=f"scrape:{ep.id}")
+            self._tasks.start(ep.id, self._poll(ep))
 
     def unwatch(self, endpoint_id: str) -> None:
-        task = self._tasks.pop(endpoint_id, None)
-        if task is not None:
-            task.cancel()
+        self._tasks.cancel(endpoint_id)
 
     async def scrape_once(self, ep: Endpoint) -> bool:
         try:
@@ -164,8 +163,4 @@ class MetricsScraper:
             await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()

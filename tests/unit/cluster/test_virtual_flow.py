@@ -44,6 +44,7 @@ def test_overload_sheds_sheddable_first_and_keeps_high_priority_latency_bounded(
     assert on.num_requests == off.num_requests and on.failures == {"rejected_shed": lo.failures["rejected_shed"]}
     assert res.extra["flow_control"]["dropped"]["shed"] == on.num_failed
     assert vc.flow is not None and vc.flow.in_flight == 0 and vc.flow.num_queued == 0  # every slot came back
+    assert vc._stale_expiries == 0 and not vc._heap  # every dead TTL timer was accounted for (scrapes re-arm on it)
     for ep in vc.endpoints:
         assert ep.load.in_flight_requests == 0
 

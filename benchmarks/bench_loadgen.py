@@ -108,12 +108,13 @@ def main() -> int:
             res = run_http(cfg, progress=False)
             cpu = time.process_time() - cpu0
             s = res.stages[0].summary
-            lag = s["schedule_lag_s"]
-            print(f"  {kind:8s}: requested {args.rate:,.0f} req/s, achieved {s['achieved_rate']:,.1f} req/s "
-                  f"(ratio {s['achieved_rate'] / args.rate:.3f}); completed {s['num_completed']}/{s['num_requests']}, "
-                  f"failures {s['failures'] or 0}; lag p50 {lag['p50'] * 1e3:.2f} ms p99 {lag['p99'] * 1e3:.2f} ms "
-                  f"max {lag['max'] * 1e3:.1f} ms; generator CPU {cpu:.1f} s "
-                  f"({cpu / (args.seconds + 1):.2f} cores); behind schedule: {s['behind_schedule']}")
+            lag, achieved = s.schedule_lag_s, s.achieved_rate or 0.0
+            assert lag is not None
+            print(f"  {kind:8s}: requested {args.rate:,.0f} req/s, achieved {achieved:,.1f} req/s "
+                  f"(ratio {achieved / args.rate:.3f}); completed {s.num_completed}/{s.num_requests}, "
+                  f"failures {s.failures or 0}; lag p50 {lag.p50 * 1e3:.2f} ms p99 {lag.p99 * 1e3:.2f} ms "
+                  f"max {lag.max * 1e3:.1f} ms; generator CPU {cpu:.1f} s "
+                  f"({cpu / (args.seconds + 1):.2f} cores); behind schedule: {s.behind_schedule}")
     finally:
         proc.terminate()
         proc.join(5)

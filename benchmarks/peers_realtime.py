@@ -58,13 +58,13 @@ async def run_router(router: str, reps: rq.Replicas, args: argparse.Namespace, l
     finally:
         rq.peers.stop(proc)
     s = res.stages[0].summary
-    ttft = s["latency_s"]["ttft"] or {}
+    ttft = s.latency.ttft
     per = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
-    return {"router": router, "num_requests": s["num_requests"], "num_ok": s["num_completed"],
-            "failures": s["failures"], "ttft_p50_s": ttft.get("p50", math.nan) / ts,
-            "ttft_p90_s": ttft.get("p90", math.nan) / ts,
-            "output_tokens_per_s": s["throughput"]["output_tokens_per_s"] * ts,
-            "hit_rate": s["prefix_cache_hit_rate"], "requests_per_replica": per, "balance": rq.balance(per)}
+    return {"router": router, "num_requests": s.num_requests, "num_ok": s.num_completed,
+            "failures": s.failures, "ttft_p50_s": (ttft.p50 if ttft else math.nan) / ts,
+            "ttft_p90_s": (ttft.p90 if ttft else math.nan) / ts,
+            "output_tokens_per_s": s.throughput.output_tokens_per_s * ts,
+            "hit_rate": s.prefix_cache_hit_rate, "requests_per_replica": per, "balance": rq.balance(per)}
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:

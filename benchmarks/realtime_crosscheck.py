@@ -64,13 +64,13 @@ def stage_figures(res: Any, scale: float) -> list[dict[str, Any]]:
     out = []
     for st in res.stages:
         s = st.summary
-        ttft = s["latency_s"]["ttft"] or {}
-        out.append({"rate": (s["requested_rate"] or 0) * scale,
-                    "output_tokens_per_s": s["throughput"]["output_tokens_per_s"] * scale,
-                    "ttft_p50_s": ttft.get("p50", float("nan")) / scale,
-                    "ttft_mean_s": ttft.get("mean", float("nan")) / scale,
-                    "hit_rate": s["prefix_cache_hit_rate"], "num_ok": s["num_completed"],
-                    "num_failed": s["num_failed"]})
+        ttft = s.latency.ttft
+        out.append({"rate": (s.requested_rate or 0) * scale,
+                    "output_tokens_per_s": s.throughput.output_tokens_per_s * scale,
+                    "ttft_p50_s": (ttft.p50 if ttft else float("nan")) / scale,
+                    "ttft_mean_s": (ttft.mean if ttft else float("nan")) / scale,
+                    "hit_rate": s.prefix_cache_hit_rate, "num_ok": s.num_completed,
+                    "num_failed": s.num_failed})
     return out
 
 

@@ -34,7 +34,7 @@ def measure(scenario: str, policy: str, profile: str | None) -> dict[str, float]
     cpu = time.process_time() - cpu0
     sim = res.extra["virtual_time_s"]
     n = sum(len(s.records) for s in res.stages)
-    tps = [round(s.summary["throughput"]["output_tokens_per_s"]) for s in res.stages]
+    tps = [round(s.summary.throughput.output_tokens_per_s) for s in res.stages]
     return {"virtual_s": sim, "cpu_s": cpu, "x_real_time_cpu": sim / cpu, "requests": n,
             "events": res.extra["num_events"], "out_tok_s_per_stage": tps}  # type: ignore[dict-item]
 

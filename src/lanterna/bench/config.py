@@ -140,6 +140,35 @@ class HttpTarget(_Model):
     tokenizer: Path | None = None
 
 
+class TrafficClass(_Model):
+    """A share of the virtual cluster's requests with one flow-control priority (negative = sheddable).
+
+    Each request draws its class by ``weight`` from a seeded RNG; the class name is its fairness id."""
+
+    name: str = Field(min_length=1)
+    priority: int = 0
+    weight: float = Field(1.0, gt=0)
+
+
+class VirtualFlowControl(_Model):
+    """The gateway's flow control (``lanterna.flowcontrol``) in front of the virtual cluster: admission with
+    priority bands, fairness, queue TTL and shedding while the pool is saturated. Limits as the gateway's."""
+
+    enabled: bool = True
+    max_concurrency: int = Field(4096, ge=1)
+    max_queue_len: int = Field(10_000, ge=0)
+    queue_ttl_s: float = Field(30.0, gt=0)
+    max_queue_len_per_flow: int | None = Field(None, ge=1)
+    classes: list[TrafficClass] = Field(default_factory=list)  # empty: one class, priority 0
+
+    @model_validator(mode="after")
+    def _unique(self) -> VirtualFlowControl:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError("traffic class names must be unique")
+        return self
+
+
 class ClusterTarget(_Model):
     """The virtual-time cluster: N simulated engines + the real scheduler and index."""
 
@@ -153,6 +182,7 @@ class ClusterTarget(_Model):
     max_num_seqs: int = Field(256, ge=1)
     max_num_batched_tokens: int = Field(8192, ge=1)
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
+    flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
 
 
 class Slo(_Model):

@@ -30,7 +30,7 @@ from lanterna.bench.config import (
     SharedPrefixWorkload,
 )
 from lanterna.bench.llmd_schema import BenchmarkReportV02
-from lanterna.bench.metrics import RequestRecord
+from lanterna.bench.metrics import RequestRecord, StageSummary
 
 REPORT_FILE = "report.json"
 RECORDS_FILE = "records.jsonl.gz"
@@ -42,7 +42,7 @@ _SCHEMA_V1 = "lanterna.bench.report/v1"  # records embedded under "records"; sti
 class StageResult:
     index: int
     label: str
-    summary: dict[str, Any]
+    summary: StageSummary
     records: list[RequestRecord] = field(default_factory=list)
 
 
@@ -90,7 +90,7 @@ def build_report(res: RunResult) -> dict[str, Any]:
         "schema": SCHEMA, "run_id": res.run_id, "name": res.config.name, "mode": res.mode,
         "started_at": res.started_at.isoformat(), "ended_at": res.ended_at.isoformat(),
         "config": res.config.model_dump(mode="json"), "environment": environment(), "extra": res.extra,
-        "stages": [{"index": s.index, "label": s.label, **s.summary} for s in res.stages],
+        "stages": [{"index": s.index, "label": s.label, **s.summary.to_json()} for s in res.stages],
         "records_file": RECORDS_FILE if kept else None, "num_records": kept, "records_truncated": total > kept,
     }
 

@@ -20,17 +20,11 @@ import aiohttp
 
 from lanterna.bench.config import BenchConfig, HttpTarget, Stage
 from lanterna.bench.http_client import build_body, send
-from lanterna.bench.load import (
-    StagePlan,
-    arrival_offsets,
-    is_saturated,
-    plan_stages,
-    sweep_rates,
-    sweep_stage,
-)
-from lanterna.bench.metrics import RequestRecord, summarize
+from lanterna.bench.load import StagePlan, arrival_offsets
+from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
 from lanterna.bench.report import RunResult, StageResult, now_utc
+from lanterna.bench.stages import StageDriver
 from lanterna.bench.text import TextRenderer
 from lanterna.bench.workloads import WorkItem, iter_workload
 
@@ -77,28 +71,14 @@ class HttpRunner:
                 if self.cfg.load.type == "trace":
                     stages.append(await self._trace_stage())
                 else:
-                    for plan in plan_stages(self.cfg.load):
+                    driver = StageDriver(self.cfg.load)
+                    last: StageSummary | None = None
+                    while (plan := driver.next(last)) is not None:
                         res = await self._stage(plan)
+                        last = res.summary
                         if not plan.is_warmup:
                             stages.append(res)
-                    if self.cfg.load.sweep is not None:
-                        stages += await self._sweep(len(stages))
         return RunResult(self.cfg, stages, started, now_utc(), "http")
-
-    async def _sweep(self, first_index: int) -> list[StageResult]:
-        sw = self.cfg.load.sweep
-        assert sw is not None
-        out: list[StageResult] = []
-        prev: float | None = None
-        for i, rate in enumerate(sweep_rates(sw)):
-            res = await self._stage(StagePlan(first_index + i, sweep_stage(sw, rate), self.cfg.load.type))
-            out.append(res)
-            tps = res.summary["throughput"]["output_tokens_per_s"]
-            ttft = res.summary["latency_s"]["ttft"]
-            if is_saturated(prev, tps, ttft["p50"] if ttft else None, sw):
-                break
-            prev = tps
-        return out
 
     async def _stage(self, plan: StagePlan) -> StageResult:
         st = plan.stage

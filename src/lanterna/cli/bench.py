@@ -75,12 +75,12 @@ def _print_summary(res: Any, out: Path) -> None:
     print(f"{res.config.name}: {res.mode} run -> {out}")
     for st in res.stages:
         s = st.summary
-        ttft = s["latency_s"]["ttft"] or {}
-        lag = " BEHIND SCHEDULE" if s["behind_schedule"] else ""
-        print(f"  {st.label}: {s['num_completed']}/{s['num_requests']} ok, failures {s['failures'] or 0}, "
-              f"rate {_f(s['achieved_rate'], '.1f')}/{_f(s['requested_rate'], 'g')} req/s{lag}, "
-              f"out {s['throughput']['output_tokens_per_s']:,.0f} tok/s, "
-              f"TTFT p50 {_f(ttft.get('p50'), '.3f')} s p90 {_f(ttft.get('p90'), '.3f')} s")
+        ttft = s.latency.ttft
+        lag = " BEHIND SCHEDULE" if s.behind_schedule else ""
+        print(f"  {st.label}: {s.num_completed}/{s.num_requests} ok, failures {s.failures or 0}, "
+              f"rate {_f(s.achieved_rate, '.1f')}/{_f(s.requested_rate, 'g')} req/s{lag}, "
+              f"out {s.throughput.output_tokens_per_s:,.0f} tok/s, "
+              f"TTFT p50 {_f(ttft and ttft.p50, '.3f')} s p90 {_f(ttft and ttft.p90, '.3f')} s")
     if res.extra.get("speedup_vs_real_time"):
         print(f"  virtual {res.extra['virtual_time_s']:.1f} s in {res.extra['wall_time_s']:.1f} s wall "
               f"({res.extra['speedup_vs_real_time']:.0f}x real time)")

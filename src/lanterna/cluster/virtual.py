@@ -12,48 +12,61 @@ discrete-event simulation over a heap of (time, seq, kind, ...) events:
              the request records; first token releases prefill load, finish releases the rest and calls
              ``response_complete``; an engine with work starts its next step at the same instant;
 - scrape:    every ``scrape_interval_s`` copy ``Engine.stats()`` into ``Endpoint.metrics``, so policies
-             see metrics exactly as stale as the real scraper leaves them.
+             see metrics exactly as stale as the real scraper leaves them;
+- expiry:    a request's queue TTL (flow control only).
+
+With ``cluster.flow_control`` an arrival first passes the gateway's flow control (``FlowCore``: priority bands,
+fairness, queue TTL, shedding), which is told "saturated" by the gateway's rule (``pool_saturated``) over the
+scraped metrics. Dropped requests stay in the results as failures ``rejected_<reason>``; a request's TTFT
+includes its time in the queue, as a client would see it.
 
 Same config + same seed -> the same event order -> the same numbers (sequence numbers break time ties).
 """
 
 from __future__ import annotations
 
+import bisect
 import gc
 import heapq
 import itertools
+import math
 import random
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from lanterna.bench.config import BenchConfig, ClusterTarget
-from lanterna.bench.load import (
-    StagePlan,
-    arrival_offsets,
-    is_saturated,
-    plan_stages,
-    sweep_rates,
-    sweep_stage,
-)
-from lanterna.bench.metrics import RequestRecord, summarize
+from lanterna.bench.load import StagePlan, arrival_offsets
+from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
 from lanterna.bench.report import RunResult, StageResult, now_utc
+from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
 from lanterna.cluster.policies import resolve_policy
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import NoCapacity
+from lanterna.flowcontrol import (
+    DEFAULT_FAIRNESS_ID,
+    EntryState,
+    FlowConfig,
+    FlowCore,
+    FlowEntry,
+    FlowRequest,
+    pool_saturated,
+)
 from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
 from lanterna.sim.types import EngineRequest, StepOutput
 
-_STEP, _ARRIVE, _SCRAPE = 0, 1, 2
+_STEP, _ARRIVE, _SCRAPE, _EXPIRE = 0, 1, 2, 3
 MIN_STEP_S = 1e-4  # an engine that reports a zero-length step still moves time forward
+REJECT_S = 1e-3  # a rejected closed-loop client sends its next request after one gateway round trip
+_QUEUED, _GRANTED = EntryState.QUEUED, EntryState.GRANTED
 
 
 class EngineLike(Protocol):
@@ -81,6 +94,7 @@ class _Flight:
     result: SchedulingResult
     ticket: LoadTicket
     engine: int
+    entry: FlowEntry | None
 
 
 @dataclass(slots=True)
@@ -121,6 +135,18 @@ class VirtualCluster:
         self.progress = StageProgress(enabled=progress)
         self._bar: Any = None
         self.num_events = 0
+        self.flow: FlowCore | None = None
+        self._saturated = False
+        self._stale_expiries = 0  # TTL events in the heap whose entry already left the queue
+        fc = self.c.flow_control
+        self._classes = fc.classes if fc is not None else []
+        self._class_weights = list(itertools.accumulate(k.weight for k in self._classes))
+        self._class_rng = random.Random(cfg.seed + 2)
+        if fc is not None and fc.enabled:
+            self.flow = FlowCore(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
+                                            queue_ttl_s=fc.queue_ttl_s,
+                                            max_queue_len_per_flow=fc.max_queue_len_per_flow),
+                                 self.clock, self._is_saturated)
 
     # -- event plumbing ----------------------------------------------------------------------------
     def _push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
@@ -133,6 +159,14 @@ class VirtualCluster:
         heap, clock = self._heap, self.clock
         while heap:
             t, _, kind, a, b = heapq.heappop(heap)
+            if kind == _EXPIRE:
+                if a.state is not _QUEUED:  # granted or evicted meanwhile: a dead timer, not an event
+                    self._stale_expiries -= 1
+                    continue
+                clock.set(t)
+                self.num_events += 1
+                self._expire(a, t)
+                continue
             clock.set(t)
             self.num_events += 1
             if kind == _STEP:
@@ -144,7 +178,7 @@ class VirtualCluster:
                 self._arrive(a, b, t)
             else:
                 self._scrape(t)
-                if heap:
+                if len(heap) > self._stale_expiries:
                     heapq.heappush(heap, (t + self.c.scrape_interval_s, next(self._seq), _SCRAPE, None, None))
                 else:
                     self._scrape_armed = False
@@ -156,6 +190,15 @@ class VirtualCluster:
             m.block_size, m.num_gpu_blocks = s.block_size, s.num_gpu_blocks
             m.prefix_cache_queries, m.prefix_cache_hits = float(s.prefix_cache_queries), float(s.prefix_cache_hits)
             m.scraped_at = t
+        flow = self.flow
+        if flow is not None:
+            # the gateway recomputes its cached flag on each scrape and pokes the queue when it clears
+            self._saturated = pool_saturated(self.endpoints, t, math.inf)
+            if flow.blocked_by_saturation:
+                self._settle(flow.dispatch(), t)
+
+    def _is_saturated(self) -> bool:
+        return self._saturated
 
     # -- requests ----------------------------------------------------------------------------------
     def _segment_text(self, item: WorkItem) -> str:
@@ -173,9 +216,62 @@ class VirtualCluster:
 
     def _arrive(self, item: WorkItem, stage: int, t: float) -> None:
         rid = f"v{next(self._ids)}"
-        tokens = item.token_ids()
-        rec = RequestRecord(rid, stage, t, t, prompt_tokens=len(tokens), group=item.group)
+        rec = RequestRecord(rid, stage, t, t, prompt_tokens=item.num_prompt_tokens, group=item.group)
         self._stage_records.append(rec)
+        flow = self.flow
+        if flow is None:
+            self._dispatch(rec, item, None, t)
+            return
+        fid, prio = DEFAULT_FAIRNESS_ID, 0
+        if self._classes:
+            k = self._classes[bisect.bisect_right(self._class_weights,
+                                                  self._class_rng.random() * self._class_weights[-1])]
+            fid, prio = k.name, k.priority
+            rec.traffic_class = k.name
+        entry, changed = flow.admit(FlowRequest(rid, fairness_id=fid, priority=prio, model=self.c.model))
+        entry.waiter = (rec, item)
+        if changed:
+            self._settle(changed, t)
+        state = entry.state
+        if state is _GRANTED:
+            if not self._dispatch(rec, item, entry, t):
+                self._settle(flow.release(entry), t)
+        elif state is _QUEUED:
+            self._push(entry.deadline, _EXPIRE, entry)
+        else:
+            self._reject(rec, entry, t)
+
+    def _settle(self, changed: Sequence[FlowEntry], t: float) -> None:
+        """Start the queued entries flow control granted, fail the ones it evicted. A worklist, not recursion:
+        a start that finds no endpoint frees its slot, which may grant the next."""
+        flow = self.flow
+        assert flow is not None
+        work = deque(changed)
+        while work:
+            entry = work.popleft()
+            self._stale_expiries += 1  # it left the queue: its TTL event is dead
+            rec, item = cast(tuple[RequestRecord, WorkItem], entry.waiter)
+            if entry.state is _GRANTED:
+                if not self._dispatch(rec, item, entry, t):
+                    work.extend(flow.release(entry))
+            else:
+                self._reject(rec, entry, t)
+
+    def _reject(self, rec: RequestRecord, entry: FlowEntry, t: float) -> None:
+        """What the gateway answers 429 / 503: a failure by reason, never a silent loss."""
+        reason = entry.drop_reason
+        rec.error = f"rejected_{reason.value if reason is not None else 'saturated'}"
+        self._on_finished(t, rejected=True)
+
+    def _expire(self, entry: FlowEntry, t: float) -> None:
+        assert self.flow is not None
+        if self.flow.expire(entry):
+            self._reject(entry.waiter[0], entry, t)  # type: ignore[index]
+
+    def _dispatch(self, rec: RequestRecord, item: WorkItem, entry: FlowEntry | None, t: float) -> bool:
+        """Schedule and start one request; False when no endpoint could take it (recorded as a failure)."""
+        rid = rec.request_id
+        tokens = item.token_ids()
         req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
                            token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
                            session_token=item.session)
@@ -184,16 +280,18 @@ class VirtualCluster:
         except NoCapacity:
             rec.error = "no_capacity"
             self._on_finished(t)
-            return
+            return False
         ep = result.targets[0]
         i = self.endpoints.index(ep)
         self.sched.pre_request(req, result)
         rec.endpoint = ep.id
         self.routed[ep.id] += 1
-        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i)
+        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i,
+                                    entry)
         self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t))
         if not self._busy[i]:
             self._start_step(i, t)
+        return True
 
     def _start_step(self, i: int, t: float) -> None:
         out = self.engines[i].step(t)
@@ -238,16 +336,21 @@ class VirtualCluster:
                 fl.ticket.release()
                 self.sched.response_complete(fl.req, fl.result, self.endpoints[i].id, rec.cached_tokens)
                 del flights[rt.request_id]
+                if fl.entry is not None:
+                    assert self.flow is not None
+                    granted = self.flow.release(fl.entry)
+                    if granted:
+                        self._settle(granted, t)
                 self._on_finished(t)
         if self.engines[i].has_work():
             self._start_step(i, t)
         else:
             self._busy[i] = False
 
-    def _on_finished(self, t: float) -> None:
+    def _on_finished(self, t: float, *, rejected: bool = False) -> None:
         self.progress.advance(self._bar)
         if self._closed_loop is not None:
-            self._closed_loop(t)
+            self._closed_loop(t + REJECT_S if rejected else t)
 
     # -- stages ------------------------------------------------------------------------------------
     def _run_stage(self, plan: StagePlan) -> StageResult:
@@ -314,27 +417,25 @@ class VirtualCluster:
             stages.append(StageResult(0, "trace", summarize(self._stage_records, requested_rate=rate,
                                                             slo=self.cfg.slo), self._stage_records))
         else:
-            for plan in plan_stages(self.cfg.load):
+            driver = StageDriver(self.cfg.load)
+            last: StageSummary | None = None
+            while (plan := driver.next(last)) is not None:
                 res = self._run_stage(plan)
+                last = res.summary
                 if not plan.is_warmup:
                     stages.append(res)
-            sw = self.cfg.load.sweep
-            if sw is not None:
-                prev = None
-                for k, rate in enumerate(sweep_rates(sw)):
-                    res = self._run_stage(StagePlan(len(stages), sweep_stage(sw, rate), self.cfg.load.type))
-                    stages.append(res)
-                    tps, ttft = res.summary["throughput"]["output_tokens_per_s"], res.summary["latency_s"]["ttft"]
-                    if k and is_saturated(prev, tps, ttft["p50"] if ttft else None, sw):
-                        break
-                    prev = tps
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         sim = self.clock.now()
-        extra = {"virtual_time_s": sim, "wall_time_s": wall, "cpu_time_s": cpu,
+        extra: dict[str, Any] = {"virtual_time_s": sim, "wall_time_s": wall, "cpu_time_s": cpu,
                  "speedup_vs_real_time": sim / wall if wall else None,
                  "speedup_vs_real_time_cpu": sim / cpu if cpu else None,
                  "num_events": self.num_events, "routed": dict(sorted(self.routed.items())),
                  "policy": self.c.policy, "scheduler_plugins": self.sched.plugin_names()}
+        if self.flow is not None:
+            fs = self.flow.stats()
+            extra["flow_control"] = {"admitted": fs.admitted_total, "dispatched": fs.dispatched_total,
+                                     "enqueued": fs.enqueued_total, "dropped": fs.dropped,
+                                     "queue_wait_s_sum": fs.queue_wait_s_sum}
         return RunResult(self.cfg, stages, started, now_utc(), "virtual", extra)
 
 

@@ -46,21 +46,21 @@ def test_summary_throughput_latency_failures_goodput() -> None:
         _rec(4, 3.5, [], error="disconnect"),
     ]
     s = summarize(recs, requested_rate=1.0, slo=Slo(ttft_s=0.75))
-    assert s["num_requests"] == 5 and s["num_completed"] == 2 and s["num_failed"] == 3
-    assert s["failures"] == {"disconnect": 2, "http_500": 1}
+    assert s.num_requests == 5 and s.num_completed == 2 and s.num_failed == 3
+    assert s.failures == {"disconnect": 2, "http_500": 1}
     # span = max end (4.0) - min send of completed (0.0)
-    assert s["duration_s"] == pytest.approx(4.0)
-    assert s["throughput"]["output_tokens_per_s"] == pytest.approx(5 / 4)
-    assert s["throughput"]["input_tokens_per_s"] == pytest.approx(200 / 4)
-    assert s["throughput"]["requests_per_s"] == pytest.approx(0.5)
-    assert s["latency_s"]["ttft"]["mean"] == pytest.approx(0.75)
-    assert s["latency_s"]["ttft"]["p50"] == pytest.approx(0.75)
-    assert s["latency_s"]["e2e"]["max"] == pytest.approx(3.0)
-    assert s["latency_s"]["itl"]["max"] == pytest.approx(1.5)
-    assert s["latency_s"]["ntpot"]["min"] == pytest.approx(1.0)
-    assert s["prefix_cache_hit_rate"] == pytest.approx(0.25)
-    assert s["goodput"]["share"] == pytest.approx(1 / 5)
-    assert s["achieved_rate"] == pytest.approx(4 / 3.5)
+    assert s.duration_s == pytest.approx(4.0)
+    assert s.throughput.output_tokens_per_s == pytest.approx(5 / 4)
+    assert s.throughput.input_tokens_per_s == pytest.approx(200 / 4)
+    assert s.throughput.requests_per_s == pytest.approx(0.5)
+    assert s.latency.ttft.mean == pytest.approx(0.75)
+    assert s.latency.ttft.p50 == pytest.approx(0.75)
+    assert s.latency.e2e.max == pytest.approx(3.0)
+    assert s.latency.itl.max == pytest.approx(1.5)
+    assert s.latency.ntpot.min == pytest.approx(1.0)
+    assert s.prefix_cache_hit_rate == pytest.approx(0.25)
+    assert s.goodput.share == pytest.approx(1 / 5)
+    assert s.achieved_rate == pytest.approx(4 / 3.5)
 
 
 def test_achieved_vs_requested_flags_a_lagging_generator() -> None:
@@ -68,23 +68,23 @@ def test_achieved_vs_requested_flags_a_lagging_generator() -> None:
     for i, r in enumerate(recs):
         r.scheduled_s = i * 0.1  # the schedule asked for 10 req/s, the generator managed 2
     s = summarize(recs, requested_rate=10.0)
-    assert s["achieved_rate"] == pytest.approx(2.0)
-    assert s["behind_schedule"] is True
-    assert s["schedule_lag_s"]["max"] == pytest.approx(9 * 0.4)
+    assert s.achieved_rate == pytest.approx(2.0)
+    assert s.behind_schedule is True
+    assert s.schedule_lag_s.max == pytest.approx(9 * 0.4)
 
 
 def test_all_failed_stage_still_summarizes() -> None:
     s = summarize([_rec(0, 0.0, [], error="connect_error")], requested_rate=1.0)
-    assert s["num_completed"] == 0
-    assert s["latency_s"]["ttft"] is None
-    assert s["throughput"]["output_tokens_per_s"] == 0.0
+    assert s.num_completed == 0
+    assert s.latency.ttft is None
+    assert s.throughput.output_tokens_per_s == 0.0
 
 
 @pytest.mark.parametrize(("values", "p50", "p90"), [([1, 2, 3, 4, 5], 3.0, 4.6), ([7], 7.0, 7.0)], ids=["five", "one"])
 def test_stats_percentiles(values: list[float], p50: float, p90: float) -> None:
     s = stats(values)
     assert s is not None
-    assert s["p50"] == pytest.approx(p50) and s["p90"] == pytest.approx(p90)
+    assert s.p50 == pytest.approx(p50) and s.p90 == pytest.approx(p90)
     assert stats([]) is None
 
 
@@ -98,5 +98,5 @@ def test_poisson_sampling_noise_is_not_lag() -> None:
     # stage); sending exactly on schedule is not "behind"
     recs = [_rec(i, i * 0.5, [i * 0.5 + 0.1]) for i in range(10)]
     s = summarize(recs, requested_rate=3.0)
-    assert s["achieved_rate"] == pytest.approx(2.0) and s["scheduled_rate"] == pytest.approx(2.0)
-    assert s["behind_schedule"] is False
+    assert s.achieved_rate == pytest.approx(2.0) and s.scheduled_rate == pytest.approx(2.0)
+    assert s.behind_schedule is False

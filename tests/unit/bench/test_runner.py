@@ -42,11 +42,11 @@ async def test_open_loop_records_tokens_and_usage(server: str) -> None:
     res = await HttpRunner(parse_config(_cfg(server, "ok")), progress=False).run()
     assert len(res.stages) == 1  # warm-up excluded
     s = res.stages[0].summary
-    assert s["num_requests"] == 20 and s["num_completed"] == 20 and s["num_failed"] == 0
-    assert s["tokens"]["output"] == 100 and s["tokens"]["input"] == 220  # from usage
-    assert s["prefix_cache_hit_rate"] == pytest.approx(4 / 11)
-    assert s["latency_s"]["ttft"]["max"] > 0
-    assert s["requested_rate"] == 200 and s["achieved_rate"] > 0
+    assert s.num_requests == 20 and s.num_completed == 20 and s.num_failed == 0
+    assert s.output_tokens == 100 and s.input_tokens == 220  # from usage
+    assert s.prefix_cache_hit_rate == pytest.approx(4 / 11)
+    assert s.latency.ttft.max > 0
+    assert s.requested_rate == 200 and s.achieved_rate > 0
 
 
 @pytest.mark.parametrize(("model", "reason"), [("err500", "http_500"), ("disconnect", "disconnect"),
@@ -54,19 +54,19 @@ async def test_open_loop_records_tokens_and_usage(server: str) -> None:
 async def test_failures_are_counted_by_reason_and_run_still_reports(server: str, model: str, reason: str) -> None:
     res = await HttpRunner(parse_config(_cfg(server, model)), progress=False).run()
     s = res.stages[0].summary
-    assert s["failures"] == {reason: 20} and s["num_completed"] == 0
+    assert s.failures == {reason: 20} and s.num_completed == 0
 
 
 async def test_connection_refused_is_counted(server: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     res = await HttpRunner(parse_config(_cfg(dead, "ok")), progress=False).run()
-    assert res.stages[0].summary["failures"] == {"connect_error": 20}
+    assert res.stages[0].summary.failures == {"connect_error": 20}
 
 
 async def test_mixed_failures_and_concurrency_stage(server: str) -> None:
     cfg = _cfg(server, "flaky", type="concurrency", stages=[{"concurrency": 4, "num_requests": 12}])
     res = await HttpRunner(parse_config(cfg), progress=False).run()
     s = res.stages[0].summary
-    assert s["num_requests"] == 12
-    assert s["failures"].get("http_500", 0) + s["num_completed"] == 12
-    assert 0 < s["num_completed"] < 12
+    assert s.num_requests == 12
+    assert s.failures.get("http_500", 0) + s.num_completed == 12
+    assert 0 < s.num_completed < 12

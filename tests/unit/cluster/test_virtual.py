@@ -30,7 +30,7 @@ def _fingerprint(res: Any) -> list[tuple[Any, ...]]:
 def test_same_policy_workload_seed_gives_same_numbers(policy: str) -> None:
     a, b = run_virtual(_cfg(policy)), run_virtual(_cfg(policy))
     assert _fingerprint(a) == _fingerprint(b)
-    assert a.stages[0].summary["latency_s"] == b.stages[0].summary["latency_s"]
+    assert a.stages[0].summary.latency == b.stages[0].summary.latency
 
 
 def test_other_seed_gives_other_numbers() -> None:
@@ -41,8 +41,8 @@ def test_stage_completes_and_load_accounting_returns_to_zero() -> None:
     vc = VirtualCluster(_cfg("precise"))
     res = vc.run()
     s = res.stages[0].summary
-    assert len(res.stages) == 1 and s["num_requests"] == 40 and s["num_completed"] == 40  # warm-up excluded
-    assert s["tokens"]["output"] == 40 * 16
+    assert len(res.stages) == 1 and s.num_requests == 40 and s.num_completed == 40  # warm-up excluded
+    assert s.output_tokens == 40 * 16
     for ep in vc.endpoints:
         ld = ep.load
         assert (ld.in_flight_requests, ld.in_flight_prefill_tokens, ld.in_flight_kv_tokens) == (0, 0, 0)
@@ -52,8 +52,8 @@ def test_stage_completes_and_load_accounting_returns_to_zero() -> None:
 
 
 def test_precise_routing_hits_cache_more_than_round_robin() -> None:
-    rr = run_virtual(_cfg("round-robin")).stages[0].summary["prefix_cache_hit_rate"]
-    pr = run_virtual(_cfg("precise")).stages[0].summary["prefix_cache_hit_rate"]
+    rr = run_virtual(_cfg("round-robin")).stages[0].summary.prefix_cache_hit_rate
+    pr = run_virtual(_cfg("precise")).stages[0].summary.prefix_cache_hit_rate
     assert pr > rr
 
 
@@ -78,7 +78,7 @@ def test_trace_replay_and_multi_turn_run_in_virtual_time(tmp_path: Any) -> None:
     recs = res.stages[0].records
     assert len(recs) == 12 and all(r.ok for r in recs)
     assert [r.send_s for r in recs] == pytest.approx([0.1 * i for i in range(12)])
-    assert res.stages[0].summary["requested_rate"] == pytest.approx(11 / 1.1)
+    assert res.stages[0].summary.requested_rate == pytest.approx(11 / 1.1)
     mt = run_virtual(parse_config({**base, "workload": {"type": "multi-turn", "num_users": 3, "num_rounds": 3,
                                                         "system_len": 64, "question_len": 16, "output_len": 4},
                                    "load": {"type": "constant", "stages": [{"rate": 2, "num_requests": 9}]}}))
@@ -95,9 +95,9 @@ def test_automatic_sweep_climbs_until_saturation_or_max() -> None:
         "cluster": {"replicas": 1, "num_gpu_blocks": 500, "max_num_seqs": 8},
     })
     res = run_virtual(cfg)
-    rates = [st.summary["requested_rate"] for st in res.stages]
+    rates = [st.summary.requested_rate for st in res.stages]
     assert rates == [2 * 2**i for i in range(len(rates))] and 2 <= len(rates) <= 6
-    tps = [st.summary["throughput"]["output_tokens_per_s"] for st in res.stages]
+    tps = [st.summary.throughput.output_tokens_per_s for st in res.stages]
     if len(rates) < 6:  # stopped early: the last step gained less than 5%
         assert tps[-1] < tps[-2] * 1.05
 

@@ -37,7 +37,7 @@ def main(n: int = 200_000) -> None:
     print(f"format_text            {_per_call_us(lambda: format_text(rec), n):6.2f} us/record")
     for mode in ("json", "text"):
         log = setup_access_log(mode, stream=_Null())  # type: ignore[arg-type]
-        print(f"write ({mode}, handler)  {_per_call_us(lambda: log.write(_rec()), n):6.2f} us/record "
+        print(f"write ({mode}, handler)  {_per_call_us(lambda log=log: log.write(_rec()), n):6.2f} us/record "
               "(record construction included)")
     off = setup_access_log("off")
     print(f"write (off)            {_per_call_us(lambda: off.write(rec), n):6.2f} us/record")

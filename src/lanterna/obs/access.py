@@ -100,7 +100,7 @@ class AccessLog:
         # "%(message)s" formatter print it verbatim; a user's formatter may still add a prefix.
         # makeRecord + handle skips Logger.info's findCaller stack walk (about half the cost).
         lg = self._logger
-        lg.handle(lg.makeRecord(lg.name, logging.INFO, "access", 0, self._fmt(rec), None, None))
+        lg.handle(lg.makeRecord(lg.name, logging.INFO, "access", 0, self._fmt(rec), (), None))
 
 
 def setup_access_log(mode: AccessLogMode, stream: object | None = None) -> AccessLog:

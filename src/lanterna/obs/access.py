@@ -118,4 +118,6 @@ def setup_access_log(mode: AccessLogMode, stream: object | None = None) -> Acces
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    else:
+        logger.propagate = True
     return AccessLog(mode, logger)

@@ -70,3 +70,28 @@ def test_off_writes_nothing(caplog: pytest.LogCaptureFixture) -> None:
         log.write(_rec())
     assert not log.enabled
     assert not [r for r in caplog.records if r.name == ACCESS_LOGGER]
+
+
+def test_cli_logging_setup_puts_access_lines_on_stdout_and_config_defaults_to_json(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pydantic import ValidationError
+
+    from lanterna.config.model import GatewayConfig
+    from lanterna.obs.logs import setup_logging
+
+    assert GatewayConfig().access_log == "json"
+    with pytest.raises(ValidationError):
+        GatewayConfig(access_log="xml")  # type: ignore[arg-type]
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("json", "INFO", access_log="text")
+        AccessLog("text").write(_rec())
+        out, err = capsys.readouterr()
+        assert out.startswith('127.0.0.1 "POST /v1/chat/completions" 200 ') and out.count("\n") == 1
+        assert "rid=ab-1" not in err  # not duplicated through the root (stderr) handler
+    finally:
+        setup_access_log("off")
+        logging.getLogger(ACCESS_LOGGER).propagate = True
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

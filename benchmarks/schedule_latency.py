@@ -2,7 +2,8 @@
 
 Approximate index primed: every endpoint holds 20 routed prompts; each measured request shares half its
 prefix with one endpoint. Budget (ARCHITECTURE.md section 4): < 0.3 ms p50 at 64 endpoints.
-Run: .venv/bin/python benchmarks/schedule_latency.py [--iters N]
+Run: .venv/bin/python benchmarks/schedule_latency.py [--iters N] [--plugin-timer]
+``--plugin-timer`` times every plugin call into the gateway's ``inference_extension_plugin_duration_seconds``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ def text(rng: random.Random, n_tokens: int) -> str:
     return "".join(rng.choice("abcdefghij ") for _ in range(n_tokens * 4))
 
 
-def bench(cfg_name: str, n_eps: int, n_tokens: int, iters: int) -> tuple[float, float]:
+def bench(cfg_name: str, n_eps: int, n_tokens: int, iters: int, timed: bool = False) -> tuple[float, float]:
     rng = random.Random(0)
     sched = Scheduler.from_config(load_epp_config(CONFIGS[cfg_name]), rng=random.Random(1), clock=VirtualClock())
+    if timed:
+        from lanterna.obs.metrics import GatewayMetrics
+
+        sched.set_plugin_timer(GatewayMetrics().observe_plugin, time.perf_counter)
     eps = [Endpoint(id=f"10.0.{i // 250}.{i % 250}:8000", address="x",
                     metrics=EndpointMetrics(num_waiting=rng.randrange(4), kv_cache_usage=rng.random()),
                     load=EndpointLoad(in_flight_requests=rng.randrange(8), in_flight_kv_tokens=rng.randrange(20000)))
@@ -51,13 +56,15 @@ def bench(cfg_name: str, n_eps: int, n_tokens: int, iters: int) -> tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=400)
+    ap.add_argument("--plugin-timer", action="store_true")
     args = ap.parse_args()
+    t = args.plugin_timer
     print(f"{'config':<12} {'endpoints':>9} {'tokens':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50/rr':>7}")
     for n_tokens in (1024, 8192):
         for n_eps in (8, 64, 256):
-            rr = bench("round-robin", n_eps, n_tokens, args.iters)[0]
+            rr = bench("round-robin", n_eps, n_tokens, args.iters, t)[0]
             for name in CONFIGS:
-                p50, p99 = bench(name, n_eps, n_tokens, args.iters) if name != "round-robin" else (rr, bench(name, n_eps, n_tokens, args.iters)[1])
+                p50, p99 = bench(name, n_eps, n_tokens, args.iters, t) if name != "round-robin" else (rr, bench(name, n_eps, n_tokens, args.iters, t)[1])
                 print(f"{name:<12} {n_eps:>9} {n_tokens:>7} {p50:>8.3f} {p99:>8.3f} {p50 / rr:>7.1f}")
 
 

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_from_args(args)
     except ConfigError as exc:
         return fail("gateway", str(exc))
-    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level)
+    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
     if not cfg.endpoints.static:
         return fail("gateway", "no endpoints: give --endpoint HOST:PORT or endpoints.static in the config")
     install_uvloop()

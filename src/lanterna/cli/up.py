@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_from_args(args)
     except ConfigError as exc:
         return fail("up", str(exc))
-    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level)
+    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
     install_uvloop()
     try:
         return asyncio.run(_main(args, cfg))

@@ -54,6 +54,7 @@ class GatewayConfig(_Section):
     seed: int = 0
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    access_log: Literal["json", "text", "off"] = "json"  # one line per request on logger lanterna.access (stdout)
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
     scheduler_reload_s: float = Field(default=1.0, ge=0)  # poll a scheduler config file for changes; 0: off

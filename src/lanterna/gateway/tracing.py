@@ -1,42 +1,73 @@
-"""Optional OpenTelemetry tracing: one server span per request, when ``opentelemetry-api`` is installed.
+"""aiohttp glue for ``lanterna.obs.tracing``: one ``RequestTrace`` per HTTP request.
 
-Off by default (``gateway.tracing``); spans cost CPU on the hot path. Without the package this module
-logs once and does nothing, so the gateway never depends on it. Exporters are configured the usual
-OpenTelemetry way (environment variables / SDK set-up by the operator).
+With ``gateway.tracing: true`` (and the ``[otel]`` extra) ``enable_tracing`` adds a middleware that opens
+the SERVER span from the client's ``traceparent`` and ends it with the response status on every exit
+path (success, error, cancellation). Handlers get the request's trace with ``request_trace(request)`` and
+hand it to the routing core, which opens ``admission``/``schedule``/``upstream`` spans and injects the
+context into the upstream headers. Without the middleware ``request_trace`` costs a header read and
+returns a pass-through trace (forwards a valid client ``traceparent`` unchanged, records nothing).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from lanterna.errors import LanternaError
+from lanterna.obs.tracing import RequestTrace, Tracer
+
+_TRACE = "lanterna.trace"  # request-scoped key (aiohttp request mapping)
+_PASS_THROUGH = Tracer(enabled=False)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def enable_tracing(app: web.Application) -> bool:
-    try:
-        from opentelemetry import trace  # type: ignore[import-not-found]
-    except ImportError:
-        log.warning("tracing_unavailable", extra={"reason": "opentelemetry-api is not installed"})
+def request_trace(request: web.Request) -> RequestTrace:
+    """The request's trace: the middleware's when tracing is on, else a pass-through one."""
+    trace: RequestTrace | None = request.get(_TRACE)
+    if trace is None:
+        trace = _PASS_THROUGH.start_request(request.headers)
+    return trace
+
+
+def enable_tracing(app: web.Application, tracer: Tracer | None = None) -> bool:
+    """Install the span middleware; False (and nothing installed) when OpenTelemetry is missing."""
+    tracer = tracer or Tracer(enabled=True)
+    if not tracer.recording:
         return False
-    tracer = trace.get_tracer("lanterna.gateway")
 
     @web.middleware
-    async def tracing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        with tracer.start_as_current_span(f"{request.method} {request.path}", kind=trace.SpanKind.SERVER) as span:
-            span.set_attribute("http.request.method", request.method)
-            span.set_attribute("url.path", request.path)
-            rid = request.headers.get("x-request-id")
+    async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        trace = tracer.start_request(request.headers, f"{request.method} {request.path}")
+        trace.set("http.request.method", request.method)
+        trace.set("url.path", request.path)
+        request[_TRACE] = trace
+        status: int | None = None
+        error: str | None = None
+        try:
+            resp = await handler(request)
+            status = resp.status
+            rid = resp.headers.get("x-request-id")
             if rid:
-                span.set_attribute("lanterna.request_id", rid)
-            resp: web.StreamResponse = await handler(request)
-            span.set_attribute("http.response.status_code", resp.status)
-            dest = resp.headers.get("x-gateway-destination-endpoint")
-            if dest:
-                span.set_attribute("lanterna.endpoint", dest)
+                trace.set("lanterna.request_id", rid)
             return resp
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        except LanternaError as exc:  # the outer error middleware turns it into the response
+            status, error = exc.status, exc.error_type
+            raise
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            trace.end(status=status, error=error)
 
+    # NOTE: appended after (inside) the error middleware: errors pass through here still as exceptions.
     app.middlewares.append(tracing_middleware)
     return True

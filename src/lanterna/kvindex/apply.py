@@ -55,6 +55,7 @@ class Stream:
     reconnected: bool = False  # the transport reconnected: an out-of-order next seq means a new engine
     last_batch_ts: float = 0.0
     lag_s: float = 0.0
+    num_messages: int = 0  # live messages received from this endpoint (well-formed or not)
 
 
 @dataclass(slots=True)
@@ -121,6 +122,7 @@ class EventApplier:
         if st is None:
             return self._malformed(endpoint_id, "unknown_endpoint")
         self.counters.num_messages += 1
+        st.num_messages += 1
         if len(frames) != 3:
             return self._malformed(endpoint_id, "frame_count")
         try:

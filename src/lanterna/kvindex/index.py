@@ -54,6 +54,8 @@ class IndexCounters:
     num_unresolved_parent: int = 0
     num_unresolved_hash: int = 0
     num_block_size_mismatch: int = 0
+    num_lookups: int = 0  # match() calls (llm-d: kv_cache_index_lookup_requests)
+    lookup_hit_blocks: float = 0.0  # sum over lookups of the best endpoint's tier-weighted matched blocks
 
 
 class KVIndex:
@@ -270,6 +272,7 @@ class KVIndex:
     ) -> dict[str, float]:
         """Tier-weighted consecutive matched blocks from the first block, per requested endpoint."""
         ids = list(endpoint_ids)
+        self.counters.num_lookups += 1
         bs = self._block_size.get(model)
         slots = {e: self._eps[e].slot for e in ids if e in self._eps}
         if bs is None or not slots:
@@ -281,6 +284,8 @@ class KVIndex:
             token_ids, bs, self.root(model, lora), cand, self._gpu, self._cpu, self._sto,
             self._storage_mounts, self.weights,
         )
+        if by_slot:
+            self.counters.lookup_hit_blocks += max(by_slot.values())
         return {e: by_slot.get(slots[e], 0.0) if e in slots else 0.0 for e in ids}
 
     def holds(self, endpoint_id: str, key: int, tier: int = TIER_GPU) -> bool:

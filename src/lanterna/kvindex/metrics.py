@@ -3,6 +3,14 @@
 A custom collector reads the pure counters at scrape time, so the hot paths only bump plain ints.
 Events/s and blocks/s are ``rate()`` of the ``_total`` counters; lag is now minus the newest batch
 timestamp (vLLM's wall clock) per endpoint.
+
+Two name sets, both always exported: ``lanterna_kvindex_*`` (the full picture: sequence gaps, replays,
+malformed input, per-endpoint blocks and lag; our dashboards and tests read them) and the llm-d router's
+``llm_d_epp_kv_cache_*`` (so llm-d's dashboards and alerts work unchanged). They are not aliases: llm-d's
+``evictions`` counts every block leaving the index (BlockRemoved + LRU bound), and ``lookup_hits`` /
+``max_pod_hit_count`` sum the best endpoint's (tier-weighted) matched blocks per lookup, as llm-d does.
+llm-d's ``lookup_latency_seconds`` is not exported: the pure index reads no clock; the precise scorer's
+``inference_extension_plugin_duration_seconds`` series covers lookup time.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.tokenization import TokenizerPool
+from lanterna.protocol import metrics_names as mn
 
 PREFIX = "lanterna_kvindex_"
 
@@ -56,6 +65,7 @@ class KVIndexCollector(Collector):
             ("duplicates", "Duplicate messages skipped after a replay", ac.num_duplicates),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=val)
+        yield from self._llmd()
         ev = CounterMetricFamily(PREFIX + "events", "KV events applied", labels=["type"])
         for t, n in ac.events.items():
             ev.add_metric([t], n)
@@ -73,3 +83,24 @@ class KVIndexCollector(Collector):
                 "Requests routed without tokens (approximate index used)",
                 value=pc.num_fallbacks,
             )
+
+    def _llmd(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        ic = self._ap.index.counters
+        for name, doc, val in (
+            (mn.LLMD_KV_INDEX_ADMISSIONS, "Blocks admitted to the index", float(ic.num_blocks_stored)),
+            (mn.LLMD_KV_INDEX_EVICTIONS, "Blocks evicted from the index (BlockRemoved and the LRU bound)",
+             float(ic.num_blocks_removed + ic.num_keys_evicted)),
+            (mn.LLMD_KV_INDEX_LOOKUP_REQUESTS, "Index lookups performed", float(ic.num_lookups)),
+            (mn.LLMD_KV_INDEX_LOOKUP_HITS, "Prefix blocks matched by the best endpoint per lookup",
+             ic.lookup_hit_blocks),
+            (mn.LLMD_KV_INDEX_MAX_POD_HIT_COUNT, "Longest per-endpoint prefix match observed per lookup",
+             ic.lookup_hit_blocks),
+        ):
+            yield CounterMetricFamily(name, doc, value=val)
+        msgs = CounterMetricFamily(mn.LLMD_KV_EVENTS_MESSAGES_RECEIVED, "KV-event messages received",
+                                   labels=["pod_identifier"])
+        for eid, st in self._ap.streams.items():
+            msgs.add_metric([eid], st.num_messages)
+        yield msgs
+        yield GaugeMetricFamily(mn.LLMD_KV_EVENTS_ACTIVE_SUBSCRIBERS, "KV-event streams subscribed",
+                                value=len(self._ap.streams))

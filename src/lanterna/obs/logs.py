@@ -12,6 +12,8 @@ import logging
 import sys
 from contextvars import ContextVar
 
+from lanterna.obs.access import AccessLogMode, setup_access_log
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("lanterna_request_id", default=None)
 
 # Attributes every LogRecord has; anything else came from ``extra=`` and is emitted as a field.
@@ -43,8 +45,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
-    """Route the root logger to stderr as JSON lines (or plain text for people)."""
+def setup_logging(fmt: str = "json", level: str = "INFO", access_log: AccessLogMode | None = None) -> None:
+    """Route the root logger to stderr as JSON lines (or plain text for people); with ``access_log``,
+    the per-request access log goes to stdout in that format (``lanterna.obs.access``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if fmt == "json":
@@ -57,3 +60,5 @@ def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if access_log is not None:
+        setup_access_log(access_log)

@@ -7,7 +7,11 @@ gateway instance so tests can run several in one process.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+
+from lanterna.protocol import metrics_names as mn
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # GAIE's EPP exports no *_created series
 
@@ -16,14 +20,21 @@ _DURATION_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5
 _TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536, 131072, 262144,
                   524288, 1048576)
 _SCHED_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_NTPOT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_REQUEST_SIZE_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288,
+                         1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456,
+                         536870912, 1073741824)
+_RESPONSE_SIZE_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536)
 _OBJ = ("model_name", "target_model_name")
+_PLUGIN = ("extension_point", "plugin_type", "plugin_name")
 
 
 class ObjectiveChildren:
     """The labelled children for one (model_name, target_model_name): ``labels()`` costs a lock and a
     dict lookup per call, so the hot path resolves them once per label pair."""
 
-    __slots__ = ("request_total", "request_duration", "input_tokens", "output_tokens", "running")
+    __slots__ = ("request_total", "request_duration", "input_tokens", "output_tokens", "running", "ntpot",
+                 "request_sizes", "response_sizes", "cached_tokens")
 
     def __init__(self, m: GatewayMetrics, model_name: str, target: str) -> None:
         self.request_total = m.request_total.labels(model_name, target)
@@ -31,6 +42,26 @@ class ObjectiveChildren:
         self.input_tokens = m.input_tokens.labels(model_name, target)
         self.output_tokens = m.output_tokens.labels(model_name, target)
         self.running = m.running_requests.labels(model_name)
+        self.ntpot = m.ntpot.labels(model_name, target)
+        self.request_sizes = m.request_sizes.labels(model_name, target)
+        self.response_sizes = m.response_sizes.labels(model_name, target)
+        self.cached_tokens = m.prompt_cached_tokens.labels(model_name, target)
+
+    def observe_completion(self, duration_s: float, request_bytes: int, response_bytes: int,
+                           prompt_tokens: int | None, output_tokens: int | None,
+                           cached_tokens: int | None) -> None:
+        """Everything GAIE records when a response completes. NTPOT = duration / output tokens (GAIE's
+        definition: end-to-end latency, queueing and prefill included), only when tokens were produced."""
+        self.request_duration.observe(duration_s)
+        self.request_sizes.observe(request_bytes)
+        self.response_sizes.observe(response_bytes)
+        if prompt_tokens is not None:
+            self.input_tokens.observe(prompt_tokens)
+        if output_tokens:
+            self.output_tokens.observe(output_tokens)
+            self.ntpot.observe(duration_s / output_tokens)
+        if cached_tokens is not None:
+            self.cached_tokens.observe(cached_tokens)
 
 
 class GatewayMetrics:
@@ -38,10 +69,13 @@ class GatewayMetrics:
         "registry", "request_total", "request_error_total", "request_duration", "input_tokens",
         "output_tokens", "running_requests", "pool_kv", "pool_queue", "pool_ready", "pod_queue",
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
+        "ntpot", "request_sizes", "response_sizes", "prompt_cached_tokens", "plugin_duration",
+        "scheduler_attempts", "_plugin_children",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
         self._children: dict[tuple[str, str], ObjectiveChildren] = {}
+        self._plugin_children: dict[tuple[str, str, str], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.request_total = Counter("inference_objective_request_total",
                                      "The counter of requests broken out for each model.", _OBJ, registry=r)
@@ -55,6 +89,18 @@ class GatewayMetrics:
                                       _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
         self.output_tokens = Histogram("inference_objective_output_tokens", "Distribution of output token count.",
                                        _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
+        self.ntpot = Histogram(mn.GAIE_NTPOT,
+                               "Inference objective latency divided by number of output tokens in seconds for each "
+                               "model and target model.", _OBJ, buckets=_NTPOT_BUCKETS, registry=r)
+        self.request_sizes = Histogram(mn.GAIE_REQUEST_SIZES,
+                                       "Inference objective requests size distribution in bytes for each model and "
+                                       "target model.", _OBJ, buckets=_REQUEST_SIZE_BUCKETS, registry=r)
+        self.response_sizes = Histogram(mn.GAIE_RESPONSE_SIZES,
+                                        "Inference objective responses size distribution in bytes for each model and "
+                                        "target model.", _OBJ, buckets=_RESPONSE_SIZE_BUCKETS, registry=r)
+        self.prompt_cached_tokens = Histogram(mn.GAIE_PROMPT_CACHED_TOKENS,
+                                              "Inference objective prompt cached token count distribution for "
+                                              "requests in each model.", _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
         self.running_requests = Gauge("inference_objective_running_requests",
                                       "Inference objective number of running requests in each model.",
                                       ("model_name",), registry=r)
@@ -71,6 +117,12 @@ class GatewayMetrics:
         self.scheduler_e2e = Histogram("inference_extension_scheduler_e2e_duration_seconds",
                                        "End-to-end scheduling latency distribution in seconds.",
                                        buckets=_SCHED_BUCKETS, registry=r)
+        self.scheduler_attempts = Counter(mn.GAIE_SCHEDULER_ATTEMPTS,
+                                          "Total number of scheduling attempts.", ("status",), registry=r)
+        self.plugin_duration = Histogram(mn.GAIE_PLUGIN_DURATION,
+                                         "Plugin processing latency distribution in seconds for each extension "
+                                         "point, plugin type and plugin name.", _PLUGIN, buckets=_SCHED_BUCKETS,
+                                         registry=r)
         Info("inference_extension", "General information of the current build of Inference Extension.",
              registry=r).info({"commit": "lanterna", "build_ref": "0.1.0"})
         self.retries_total = Counter("lanterna_gateway_retries_total",
@@ -80,6 +132,15 @@ class GatewayMetrics:
                                                ("endpoint", "reason"), registry=r)
         self.circuit_open = Gauge("lanterna_gateway_circuit_open", "1 while an endpoint's circuit is open.",
                                   ("endpoint",), registry=r)
+
+    def observe_plugin(self, extension_point: str, plugin_type: str, plugin_name: str, seconds: float) -> None:
+        """The scheduler's ``PluginTimer`` callback: one observation per plugin call (children cached,
+        since ``labels()`` takes a lock and builds a tuple)."""
+        key = (extension_point, plugin_type, plugin_name)
+        h = self._plugin_children.get(key)
+        if h is None:
+            h = self._plugin_children[key] = self.plugin_duration.labels(*key)
+        h.observe(seconds)
 
     def objective(self, model_name: str, target: str) -> ObjectiveChildren:
         key = (model_name, target)

@@ -55,3 +55,22 @@ TOKEN_COUNT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 100
 ITERATION_TOKEN_BUCKETS = (1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
                            8192.0, 16384.0)
 FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
+
+# Gateway API Inference Extension EPP metrics the gateway exports (GAIE pkg/epp/metrics; labels
+# model_name, target_model_name unless noted). Histograms/gauges: exact names; counters: base + ``_total``.
+GAIE_NTPOT = "inference_objective_normalized_time_per_output_token_seconds"
+GAIE_REQUEST_SIZES = "inference_objective_request_sizes"
+GAIE_RESPONSE_SIZES = "inference_objective_response_sizes"
+GAIE_PROMPT_CACHED_TOKENS = "inference_objective_prompt_cached_tokens"
+GAIE_PLUGIN_DURATION = "inference_extension_plugin_duration_seconds"  # extension_point, plugin_type, plugin_name
+GAIE_SCHEDULER_ATTEMPTS = "inference_extension_scheduler_attempts"  # status: success | failure
+
+# llm-d KV-cache index metrics as the llm-d router's EPP exports them (unlabelled unless noted; the
+# standalone llm-d-kv-cache library's older names are the same with ``kvcache_`` for ``llm_d_epp_kv_cache_``).
+LLMD_KV_INDEX_ADMISSIONS = "llm_d_epp_kv_cache_index_admissions"
+LLMD_KV_INDEX_EVICTIONS = "llm_d_epp_kv_cache_index_evictions"
+LLMD_KV_INDEX_LOOKUP_REQUESTS = "llm_d_epp_kv_cache_index_lookup_requests"
+LLMD_KV_INDEX_LOOKUP_HITS = "llm_d_epp_kv_cache_index_lookup_hits"
+LLMD_KV_INDEX_MAX_POD_HIT_COUNT = "llm_d_epp_kv_cache_index_max_pod_hit_count"
+LLMD_KV_EVENTS_MESSAGES_RECEIVED = "llm_d_epp_kv_cache_events_messages_received"  # pod_identifier
+LLMD_KV_EVENTS_ACTIVE_SUBSCRIBERS = "llm_d_epp_kv_cache_events_active_subscribers"

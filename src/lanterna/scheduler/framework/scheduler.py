@@ -28,6 +28,15 @@ from lanterna.scheduler.framework.interfaces import (
     SchedulerServices,
 )
 from lanterna.scheduler.framework.profile import SchedulerProfile, WeightedScorer
+from lanterna.scheduler.framework.timing import (
+    PerfCounter,
+    PluginTimer,
+    TimedHandler,
+    TimedPreRequest,
+    TimedProducer,
+    TimedResponseComplete,
+    timed_profile,
+)
 from lanterna.scheduler.framework.types import ProfileResult, SchedRequest, SchedulingResult
 
 MAX_PROFILE_ROUNDS = 8  # a handler that keeps asking for profiles is a bug, not a reason to spin
@@ -63,6 +72,27 @@ class Scheduler:
         self._pre = [p for p in uniq if isinstance(p, PreRequest)]
         self._removed: list[Any] = [p for p in uniq if callable(getattr(p, "endpoint_removed", None))]
         self._done = [p for p in uniq if isinstance(p, ResponseComplete)]
+        # What schedule() runs: the plugins themselves, or timed wrappers (set_plugin_timer).
+        self._run_handler: ProfileHandler = handler
+        self._run_profiles = self.profiles
+        self._run_producers: list[Any] = list(self._producers)
+        self._run_pre: list[Any] = list(self._pre)
+        self._run_done: list[Any] = list(self._done)
+
+    def set_plugin_timer(self, timer: PluginTimer | None, perf_counter: PerfCounter | None = None) -> None:
+        """Report each plugin call as ``timer(extension_point, plugin_type, plugin_name, seconds)``, timed
+        with the injected ``perf_counter``; ``None`` restores the untimed plugins (zero overhead)."""
+        if timer is None or perf_counter is None:
+            self._run_handler, self._run_profiles = self.handler, self.profiles
+            self._run_producers, self._run_pre, self._run_done = list(self._producers), list(self._pre), list(
+                self._done)
+            return
+        now = perf_counter
+        self._run_handler = TimedHandler(self.handler, "ProfileHandler", timer, now)  # type: ignore[assignment]
+        self._run_profiles = {n: timed_profile(p, timer, now) for n, p in self.profiles.items()}
+        self._run_producers = [TimedProducer(p, "DataProducer", timer, now) for p in self._producers]
+        self._run_pre = [TimedPreRequest(p, "PreRequest", timer, now) for p in self._pre]
+        self._run_done = [TimedResponseComplete(p, "ResponseComplete", timer, now) for p in self._done]
 
     @classmethod
     def from_config(
@@ -102,25 +132,26 @@ class Scheduler:
         """One scheduling cycle; raises ``NoCapacity`` when no endpoint can serve ``req``."""
         if not candidates:
             raise NoCapacity(f"no endpoints available for model {req.model!r}")
-        for p in self._producers:
+        for p in self._run_producers:
             p.produce(req, candidates)
         results: dict[str, ProfileResult | None] = {}
+        handler, profiles = self._run_handler, self._run_profiles
         for _ in range(MAX_PROFILE_ROUNDS):
-            names = self.handler.pick(req, self.profiles, results)
+            names = handler.pick(req, self.profiles, results)
             if not names:
                 break
             for n in names:
-                results[n] = self.profiles[n].run(req, candidates, self.rng)
-        return self.handler.process_results(req, results)
+                results[n] = profiles[n].run(req, candidates, self.rng)
+        return handler.process_results(req, results)
 
     def pre_request(self, req: SchedRequest, result: SchedulingResult) -> None:
-        for p in self._pre:
+        for p in self._run_pre:
             p.pre_request(req, result)
 
     def response_complete(
         self, req: SchedRequest, result: SchedulingResult, endpoint_id: str, num_cached_tokens: int | None
     ) -> None:
-        for p in self._done:
+        for p in self._run_done:
             p.response_complete(req, result, endpoint_id, num_cached_tokens)
 
     def endpoint_removed(self, endpoint_id: str) -> None:

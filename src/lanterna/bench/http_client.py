@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 
 from lanterna.bench.config import HttpTarget
 from lanterna.bench.metrics import RequestRecord
 from lanterna.bench.text import TextRenderer
 from lanterna.bench.workloads import WorkItem
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 def build_body(target: HttpTarget, item: WorkItem, renderer: TextRenderer) -> bytes:
@@ -32,7 +35,7 @@ def build_body(target: HttpTarget, item: WorkItem, renderer: TextRenderer) -> by
         body["messages"] = renderer.messages(item)
     else:
         body["prompt"] = renderer.prompt(item)
-    return orjson.dumps(body)
+    return _encode(body)
 
 
 def url_for(target: HttpTarget) -> str:
@@ -67,7 +70,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, now: Ca
         if data == b"[DONE]":
             done = True  # keep reading to the end so the connection goes back to the pool
             continue
-        obj = orjson.loads(data)
+        obj = _decode(data)
         if "error" in obj:
             rec.error = "stream_error"
             continue
@@ -100,7 +103,7 @@ async def send(
                 if target.stream:
                     await _read_stream(resp, rec, now)
                 else:
-                    obj = orjson.loads(await resp.read())
+                    obj = _decode(await resp.read())
                     t = now()
                     rec.on_tokens(t, 1)
                     _usage(rec, obj.get("usage") or {})
@@ -113,5 +116,5 @@ async def send(
         rec.error = "disconnect"
     except aiohttp.ClientError:
         rec.error = "client_error"
-    except orjson.JSONDecodeError:
+    except msgspec.DecodeError:
         rec.error = "bad_response"

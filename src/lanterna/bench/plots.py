@@ -1,7 +1,8 @@
 """PNG plots from run reports: latency vs QPS, throughput vs QPS, throughput vs latency, policy bars.
 
 matplotlib with the Agg backend (no display); one line per run, labelled by policy (virtual runs) or
-run name. Stages without a requested rate (concurrency, trace) plot against achieved rate.
+run name. Stages without a requested rate (concurrency, trace) plot against achieved rate. matplotlib is the
+``[bench]`` extra: importing this module without it is one ``ConfigError`` line that says so.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from lanterna.errors import ConfigError
+
+try:
+    import matplotlib
+except ModuleNotFoundError:
+    raise ConfigError("plots need matplotlib: pip install 'lanterna[bench]'") from None
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from lanterna.bench.compare import run_label  # noqa: E402
+from lanterna.bench.compare import run_label
 
 
 def _series(rep: dict[str, Any]) -> dict[str, list[float]]:

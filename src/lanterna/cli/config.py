@@ -1,11 +1,11 @@
 """``lanterna config show``: print the effective configuration tree as YAML.
 
-    lanterna config show --config stack.yaml --set gateway.port=9000 [--resolve-scheduler]
+    lanterna config show --config stack.yaml --set gateway.port=9000 [--scheduler-as-given]
 
 The same precedence as ``lanterna gateway`` (YAML file < ``LANTERNA_*`` env < flags), so what it prints is
-what the gateway would run with, defaults included. ``--resolve-scheduler`` replaces the ``scheduler``
-entry (a path, a shorthand or nothing) by the validated ``EndpointPickerConfig`` it stands for. A bad
-config prints one line and exits 2, like the gateway.
+what the gateway would run with, defaults included: ``scheduler`` is the validated ``EndpointPickerConfig``
+that would run (the named default policy, a shorthand or a file, inlined), unless ``--scheduler-as-given``
+keeps the path or name. A bad config prints one line and exits 2, like the gateway.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", help="print the effective config tree as YAML",
                           description="Print the effective config tree (file < env < flags, defaults filled in).")
     add_common_arguments(show)
-    show.add_argument("--resolve-scheduler", action="store_true",
-                      help="inline the validated EndpointPickerConfig instead of its path or shorthand")
+    show.add_argument("--scheduler-as-given", action="store_true",
+                      help="print `scheduler` as configured (a path or a policy name) instead of the "
+                           "EndpointPickerConfig it stands for")
+    show.add_argument("--resolve-scheduler", action="store_true", help=argparse.SUPPRESS)  # the default now
 
 
 def effective_tree(args: argparse.Namespace) -> dict[str, Any]:
     """The config tree ``show`` prints (raises ConfigError)."""
     cfg = load_from_args(args)
     tree: dict[str, Any] = cfg.model_dump(mode="json")
-    if getattr(args, "resolve_scheduler", False):
+    if not getattr(args, "scheduler_as_given", False):
         from lanterna.config.epp import default_epp_config, load_epp_config
 
         epp = load_epp_config(cfg.scheduler) if cfg.scheduler else default_epp_config()

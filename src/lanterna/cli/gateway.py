@@ -17,29 +17,52 @@ from typing import Any
 
 from lanterna.errors import ConfigError
 
+# Named policies ``--scheduler-config`` accepts (``lanterna.config.epp.SHORTHANDS``; a test keeps them in step).
+# Listed here, not imported, so ``--help`` needs no pydantic.
+POLICIES: dict[str, str] = {
+    "lanterna": "cost-model-scorer 1 + no-hit-lru-scorer 4: the best measured policy (README 'Results')",
+    "llm-d": "llm-d's default weights: queue 2, kv-cache-utilization 2, prefix-cache 3",
+    "default": "alias of llm-d",
+}
+
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``gateway``, ``up`` and ``config show``. Those that mirror a config key default to
+    ``None`` (so the file and ``LANTERNA_*`` env apply) and name the config default in their help."""
+    from lanterna.config.loader import DEFAULT_SCHEDULER
+
     a = p.add_argument
-    a("--config", default=None, help="YAML config (LanternaConfig tree: gateway, endpoints, scheduler, ...)")
-    a("--host", default=None, help="listen address (default 127.0.0.1)")
-    a("--port", type=int, default=None, help="listen port (default 8000)")
+    a("--config", default=None, metavar="FILE",
+      help="YAML config (LanternaConfig tree: gateway, endpoints, scheduler, ...; see examples/stack.yaml)")
+    a("--host", default=None, help="listen address (default: 127.0.0.1, gateway.host)")
+    a("--port", type=int, default=None, help="listen port (default: 8000, gateway.port)")
     a("--endpoint", action="append", default=[], metavar="HOST:PORT",
       help="a model server (real vLLM or sim); repeat for several")
     a("--model", dest="endpoint_model", action="append", default=[], metavar="NAME",
       help="model served by the --endpoint servers (default: discovered from /v1/models)")
-    a("--scheduler-config", default=None, help="llm-d EndpointPickerConfig YAML (overrides the config's)")
+    names = "; ".join(f"{k}: {v}" for k, v in POLICIES.items())
+    a("--scheduler-config", default=None, metavar="NAME|FILE",
+      help=f"llm-d EndpointPickerConfig YAML file (examples/epp/*.yaml) or a named policy ({names}). "
+           f"Overrides the config's `scheduler` (default: {DEFAULT_SCHEDULER})")
     a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
       help="dotted override, e.g. gateway.retries.max_attempts=2")
-    a("--log-format", choices=["json", "text"], default=None)
+    a("--log-format", choices=["json", "text"], default=None, help="log line format (default: json, gateway.log_format)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
+    add_workers_argument(p)
+
+
+def add_workers_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="gateway processes sharing the port (SO_REUSEPORT), each with its own scheduler, KV index, "
+                        "load accounting and flow control; the parent restarts a crashed one")
 
 
 def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
     """The effective LanternaConfig for these flags (raises ConfigError)."""
-    from lanterna.config.loader import load_config
+    from lanterna.config.loader import DEFAULT_SCHEDULER, load_config
 
     base = dict(base or {})
     if args.host is not None:
@@ -50,7 +73,7 @@ def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None)
         base["gateway.log_format"] = args.log_format
     if args.scheduler_config is not None:
         base["scheduler"] = args.scheduler_config
-    cfg = load_config(args.config, base=base, overrides=args.overrides)
+    cfg = load_config(args.config, base=base, overrides=args.overrides, default_scheduler=DEFAULT_SCHEDULER)
     if args.endpoint:
         from lanterna.config.model import StaticEndpoint
 
@@ -63,18 +86,23 @@ def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None)
 
 
 async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[[Any], Awaitable[None] | None]
-                             | None = None) -> int:
-    """Run the gateway until SIGINT/SIGTERM; ``on_ready(gateway)`` runs once it listens."""
+                             | None = None, *, worker: bool = False) -> int:
+    """Run the gateway until SIGINT/SIGTERM; ``on_ready(gateway)`` runs once it listens. A ``worker`` (one of
+    ``--workers N``) binds with SO_REUSEPORT and tags each response with its pid (``x-lanterna-worker``)."""
     from lanterna.gateway.app import build_app, create_gateway, serve
 
     gw = create_gateway(cfg, endpoints)
     app = build_app(gw)
+    if worker:
+        from lanterna.cli.workers import tag_responses
+
+        tag_responses(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        runner = await serve(app, cfg.gateway.host, cfg.gateway.port)
+        runner = await serve(app, cfg.gateway.host, cfg.gateway.port, reuse_port=worker)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc.strerror}") from None
     try:
@@ -117,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.endpoints.static:
         return fail("gateway", "no endpoints: give --endpoint HOST:PORT or endpoints.static in the config")
     install_uvloop()
+    if args.workers != 1:
+        from lanterna.cli.workers import run_supervised
+
+        return run_supervised("gateway", args.workers, cfg)
 
     def banner(gw: Any) -> None:
         print(f"lanterna gateway listening on http://{cfg.gateway.host}:{cfg.gateway.port}/v1 "

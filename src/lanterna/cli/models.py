@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lanterna.errors import ConfigError
+
+    try:
+        return _run(args)
+    except ConfigError as exc:  # e.g. the [models] extra is missing
+        print(f"lanterna models: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.models_command == "tokenizer":
         if args.retrain:
             from lanterna.models.tokenizer_build import build_tokenizer

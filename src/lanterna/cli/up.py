@@ -2,6 +2,7 @@
 
     lanterna up [--replicas 4] [--port 8000] [--model NAME] [--sim-arg=--timing=constant ...]
     lanterna up --endpoint 127.0.0.1:8100 --endpoint 127.0.0.1:8101   # real vLLM servers, no sims
+    lanterna up --workers 2                                            # two gateway processes, one port
 
 Prints where to send requests; Ctrl-C or SIGTERM stops the gateway, then every replica.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from lanterna.cli.gateway import (
     add_common_arguments,
+    add_workers_argument,
     fail,
     install_uvloop,
     load_from_args,
@@ -28,6 +30,7 @@ DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
+    add_workers_argument(p)
     a = p.add_argument
     a("--replicas", type=int, default=4, help="simulated replicas to start (ignored with --endpoint)")
     a("--sim-model", default=DEFAULT_MODEL, help="model name the simulated replicas serve")
@@ -37,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--start-timeout", type=float, default=60.0, help="seconds to wait for replicas to become healthy")
 
 
-def _print_table(cfg: Any, gw: Any, model: str | None) -> None:
+def _print_table(cfg: Any, endpoints: list[Any], models: list[str], workers: int = 1) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -45,14 +48,18 @@ def _print_table(cfg: Any, gw: Any, model: str | None) -> None:
     table = Table(title="lanterna is up", title_justify="left")
     table.add_column("what")
     table.add_column("where")
-    table.add_row("OpenAI API", f"{base}/v1  (model: {model or ', '.join(gw.store.known_models()) or '?'})")
-    table.add_row("metrics", f"{base}/metrics")
+    table.add_row("OpenAI API", f"{base}/v1  (model: {', '.join(models) or '?'})")
+    table.add_row("scheduler", str(cfg.scheduler) if isinstance(cfg.scheduler, str) else "(inline EndpointPickerConfig)")
+    if workers > 1:
+        table.add_row("workers", f"{workers} processes on one port (response header x-lanterna-worker: pid)")
+    table.add_row("metrics", f"{base}/metrics" + ("  (per worker)" if workers > 1 else ""))
     table.add_row("endpoints", f"{base}/debug/endpoints")
-    for ep in gw.store.all():
-        table.add_row("replica", f"http://{ep.address}" + (f"  kv events {ep.kv_events_endpoint}"
-                                                          if ep.kv_events_endpoint else ""))
+    for ep in endpoints:  # Endpoint or StaticEndpoint
+        kv = getattr(ep, "kv_events_endpoint", None) or getattr(ep, "kv_events", None)
+        table.add_row("replica", f"http://{ep.address}" + (f"  kv events {kv}" if kv else ""))
+    model = models[0] if len(models) == 1 else "MODEL"
     example = (f"curl {base}/v1/completions -H 'content-type: application/json' "
-               f"-d '{{\"model\": \"{model or 'MODEL'}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'")
+               f"-d '{{\"model\": \"{model}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'")
     console = Console(stderr=False)
     console.print(table)
     console.print(f"try: {example}", soft_wrap=True)
@@ -84,10 +91,28 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
         endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
                               kv_events_endpoint=r.kv_events_endpoint) for r in replicas]
     try:
-        return await serve_until_signal(cfg, endpoints, lambda gw: _print_table(cfg, gw, model))
+        if args.workers != 1:
+            return await _supervise(args, cfg, endpoints, model)
+
+        def table(gw: Any) -> None:
+            _print_table(cfg, gw.store.all(), [model] if model else sorted(gw.store.known_models()))
+
+        return await serve_until_signal(cfg, endpoints, table)
     finally:
         if launcher is not None:
             await launcher.stop()
+
+
+async def _supervise(args: argparse.Namespace, cfg: Any, endpoints: list[Any], model: str | None) -> int:
+    """``--workers N``: the sims' endpoints go into the config every worker loads."""
+    from lanterna.cli.workers import supervise
+    from lanterna.config.model import StaticEndpoint
+
+    cfg.endpoints.static = [*cfg.endpoints.static, *(
+        StaticEndpoint(address=ep.address, models=sorted(ep.models), kv_events=ep.kv_events_endpoint)
+        for ep in endpoints)]
+    models = [model] if model else sorted({m for s in cfg.endpoints.static for m in s.models})
+    return await supervise(cfg, args.workers, lambda: _print_table(cfg, cfg.endpoints.static, models, args.workers))
 
 
 def run(args: argparse.Namespace) -> int:

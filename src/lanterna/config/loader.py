@@ -20,6 +20,12 @@ from lanterna.errors import ConfigError
 
 ENV_PREFIX = "LANTERNA_"
 
+# The scheduler the ``lanterna`` apps (``up``, ``gateway``, ``config show``) run when no config names one: the
+# best measured policy (README "Results", docs/design/scheduler.md). The library default stays
+# ``LanternaConfig.scheduler = None`` (llm-d's default weights), so code that builds a gateway from a bare
+# ``LanternaConfig`` keeps llm-d's semantics unless it asks.
+DEFAULT_SCHEDULER = "lanterna"
+
 
 def _scalar(text: str) -> Any:
     try:
@@ -91,9 +97,11 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Iterable[str] = (),
     base: Mapping[str, Any] | None = None,
+    default_scheduler: str | None = None,
 ) -> LanternaConfig:
     """Build the effective config. ``base`` (e.g. from CLI shortcuts like ``--port``) sits between the
-    file and the environment."""
+    file and the environment; ``default_scheduler`` (a named policy or a path) fills ``scheduler`` when
+    nothing above set it."""
     tree: dict[str, Any] = read_yaml(path) if path is not None else {}
     for dotted, value in (base or {}).items():
         _set_path(tree, dotted.split("."), value)
@@ -101,6 +109,8 @@ def load_config(
         _set_path(tree, p, value)
     for p, value in _cli_overrides(overrides):
         _set_path(tree, p, value)
+    if default_scheduler is not None and tree.get("scheduler") is None:
+        tree["scheduler"] = default_scheduler
     try:
         return LanternaConfig.model_validate(tree)
     except ValidationError as exc:

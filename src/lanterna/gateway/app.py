@@ -229,10 +229,10 @@ def build_app(gw: Gateway) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
     """Start serving; the caller awaits shutdown and calls ``runner.cleanup()``."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, reuse_port=reuse_port)
     await site.start()
     return runner

@@ -21,16 +21,17 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
+import msgspec
 import xxhash
 
 _xxh64 = xxhash.xxh64_intdigest
 _EMPTY: frozenset[str] = frozenset()
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode  # same bytes as orjson's OPT_SORT_KEYS
 
 
 def chat_prefix_text(messages: Iterable[Mapping[str, Any]]) -> str:
     """Prefix-stable rendering of chat messages for the approximate index (one sorted-key JSON per line)."""
-    return "".join(orjson.dumps(m, option=orjson.OPT_SORT_KEYS).decode() + "\n" for m in messages)
+    return "".join(_encode_sorted(m).decode() + "\n" for m in messages)
 
 
 class ApproxPrefixIndex:

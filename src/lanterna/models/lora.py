@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
-from lanterna.models.tiny import TinyLlamaSpec
+from lanterna.models.tiny import TinyLlamaSpec, safetensors_save
 
 TARGET_MODULES = ("q_proj", "v_proj")
 
@@ -31,7 +30,7 @@ def write_lora(out_dir: str | Path, *, base_model: str | Path, seed: int = 1, ra
             p = f"base_model.model.model.layers.{n}.self_attn.{mod}."
             tensors[p + "lora_A.weight"] = (rng.standard_normal((rank, spec.hidden_size)) * 0.05).astype(np.float32)
             tensors[p + "lora_B.weight"] = (rng.standard_normal((out_dims[mod], rank)) * 0.05).astype(np.float32)
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    safetensors_save(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
+from lanterna.errors import ConfigError
 from lanterna.models.tokenizer import DEFAULT_DIR, TOKENIZER_FILES
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
@@ -38,6 +38,15 @@ class TinyLlamaSpec:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+def safetensors_save(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str]) -> None:
+    """``safetensors.numpy.save_file``, imported on use: safetensors is the ``[models]`` extra."""
+    try:
+        from safetensors.numpy import save_file
+    except ModuleNotFoundError:
+        raise ConfigError("writing model weights needs safetensors: pip install 'lanterna[models]'") from None
+    save_file(tensors, path, metadata=metadata)
 
 
 def llama_config(spec: TinyLlamaSpec, bos_token_id: int = 0, eos_token_id: int = 1) -> dict[str, object]:
@@ -108,7 +117,7 @@ def write_tiny_model(out_dir: str | Path, *, seed: int = 0, spec: TinyLlamaSpec 
     gen = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2, "transformers_version": "4.46.0"}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     tmp = out / "model.safetensors.tmp"
-    save_file(llama_weights(spec, seed), str(tmp), metadata={"format": "pt"})
+    safetensors_save(llama_weights(spec, seed), str(tmp), metadata={"format": "pt"})
     tmp.replace(out / "model.safetensors")  # atomic: a half-written model never looks complete
     return out
 

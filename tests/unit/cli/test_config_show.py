@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from lanterna.cli.main import main
+from lanterna.config.loader import DEFAULT_SCHEDULER
 from lanterna.config.model import LanternaConfig
+from lanterna.scheduler import default_epp_config, lanterna_recommended_config, parse_epp_config
 
 
 def _show(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -37,11 +39,24 @@ def test_show_resolves_the_scheduler_file(capsys, tmp_path: Path) -> None:
     epp = tmp_path / "epp.yaml"
     epp.write_text("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: queue-scorer\n"
                    "schedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: queue-scorer\n")
-    rc, out, _ = _show(capsys, "--scheduler-config", str(epp))
+    rc, out, _ = _show(capsys, "--scheduler-config", str(epp), "--scheduler-as-given")
     assert rc == 0 and yaml.safe_load(out)["scheduler"] == str(epp)
-    rc, out, _ = _show(capsys, "--scheduler-config", str(epp), "--resolve-scheduler")
+    rc, out, _ = _show(capsys, "--scheduler-config", str(epp))
     sched = yaml.safe_load(out)["scheduler"]
     assert rc == 0 and sched["kind"] == "EndpointPickerConfig" and sched["plugins"] == [{"type": "queue-scorer"}]
+
+
+def test_show_without_a_scheduler_prints_the_default_policy_in_full(capsys, tmp_path: Path) -> None:
+    """Nothing configured: the lanterna policy, inlined (never ``scheduler: null``), and it loads back."""
+    rc, out, _ = _show(capsys)
+    sched = yaml.safe_load(out)["scheduler"]
+    assert rc == 0 and parse_epp_config(sched) == lanterna_recommended_config()
+    rc, out, _ = _show(capsys, "--scheduler-as-given")
+    assert yaml.safe_load(out)["scheduler"] == DEFAULT_SCHEDULER == "lanterna"
+    cfg = tmp_path / "stack.yaml"  # a config naming a policy wins over the default
+    cfg.write_text("scheduler: llm-d\n")
+    rc, out, _ = _show(capsys, "--config", str(cfg))
+    assert parse_epp_config(yaml.safe_load(out)["scheduler"]) == default_epp_config()
 
 
 @pytest.mark.parametrize("argv", [["--set", "gateway.port=notaport"], ["--set", "gateway.nope=1"]])

@@ -35,12 +35,14 @@ class Scripted:
     die_after: int | None = None
 
     @classmethod
-    def json(cls, body: bytes, status: int = 200, **kw: object) -> Scripted:
-        return cls(status=status, chunks=(body,), **kw)  # type: ignore[arg-type]
+    def json(cls, body: bytes, status: int = 200, head_gate: asyncio.Event | None = None) -> Scripted:
+        return cls(status=status, chunks=(body,), head_gate=head_gate)
 
     @classmethod
-    def sse(cls, frames: Sequence[bytes | asyncio.Event], **kw: object) -> Scripted:
-        return cls(status=200, content_type="text/event-stream", chunks=tuple(frames), **kw)  # type: ignore[arg-type]
+    def sse(cls, frames: Sequence[bytes | asyncio.Event], die_after: int | None = None,
+            head_gate: asyncio.Event | None = None) -> Scripted:
+        return cls(status=200, content_type="text/event-stream", chunks=tuple(frames), die_after=die_after,
+                   head_gate=head_gate)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def enable_tracing(app: web.Application) -> bool:
     try:
-        from opentelemetry import trace  # type: ignore[import-not-found]
+        from opentelemetry import trace  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         log.warning("tracing_unavailable", extra={"reason": "opentelemetry-api is not installed"})
         return False

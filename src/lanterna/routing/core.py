@@ -47,6 +47,7 @@ from lanterna.routing.fields import (
     rewrite_body,
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
+from lanterna.routing.flow import Admission as FlowAdmission
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest
@@ -165,7 +166,7 @@ class Admission:
     def __init__(self, state: RoutingState, call: InferenceCall) -> None:
         self._state = state
         self._call = call
-        self._inner: object | None = None
+        self._inner: FlowAdmission | None = None
 
     async def __aenter__(self) -> None:
         call, state = self._call, self._state
@@ -184,7 +185,7 @@ class Admission:
                         tb: TracebackType | None) -> None:
         inner, self._inner = self._inner, None
         if inner is not None:
-            await inner.__aexit__(exc_type, exc, tb)  # type: ignore[attr-defined]
+            await inner.__aexit__(exc_type, exc, tb)
 
 
 def admit(state: RoutingState, call: InferenceCall) -> Admission:

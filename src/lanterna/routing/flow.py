@@ -33,7 +33,7 @@ from lanterna.flowcontrol import (
     FlowStats,
 )
 
-__all__ = ["DROPPED_REASON_HEADER", "FlowConfig", "FlowController", "FlowRequest", "FlowStats", "Ticket"]
+__all__ = ["DROPPED_REASON_HEADER", "Admission", "FlowConfig", "FlowController", "FlowRequest", "FlowStats", "Ticket"]
 
 DROPPED_REASON_HEADER = "x-llm-d-request-dropped-reason"
 
@@ -68,9 +68,9 @@ class FlowController:
     def num_queued(self) -> int:
         return self._core.num_queued
 
-    def admit(self, request: FlowRequest) -> _Admission:
+    def admit(self, request: FlowRequest) -> Admission:
         """An async context manager that yields a ``Ticket`` once the request may dispatch."""
-        return _Admission(self, request)
+        return Admission(self, request)
 
     def release(self, ticket: Ticket) -> None:
         """Free a ticket's slot early (idempotent; leaving the ``async with`` block does it anyway)."""
@@ -152,7 +152,7 @@ class FlowController:
             timer.cancel()
 
 
-class _Admission:
+class Admission:
     """``async with`` support without a generator: the fast path costs one core call and no awaits."""
 
     __slots__ = ("_flow", "_request", "_entry")

@@ -33,16 +33,18 @@ class Scripted:
     refuse: bool = False  # connect error: nothing was sent
     head_gate: asyncio.Event | None = None  # the response head waits for it (a stall before any byte)
     die_after: int | None = None
+    arrived: asyncio.Event | None = None  # set when a request reaches this reply (tests await it, no polling)
 
     @classmethod
-    def json(cls, body: bytes, status: int = 200, head_gate: asyncio.Event | None = None) -> Scripted:
-        return cls(status=status, chunks=(body,), head_gate=head_gate)
+    def json(cls, body: bytes, status: int = 200, head_gate: asyncio.Event | None = None,
+             arrived: asyncio.Event | None = None) -> Scripted:
+        return cls(status=status, chunks=(body,), head_gate=head_gate, arrived=arrived)
 
     @classmethod
     def sse(cls, frames: Sequence[bytes | asyncio.Event], die_after: int | None = None,
-            head_gate: asyncio.Event | None = None) -> Scripted:
+            head_gate: asyncio.Event | None = None, arrived: asyncio.Event | None = None) -> Scripted:
         return cls(status=200, content_type="text/event-stream", chunks=tuple(frames), die_after=die_after,
-                   head_gate=head_gate)
+                   head_gate=head_gate, arrived=arrived)
 
 
 @dataclass(slots=True)
@@ -146,6 +148,8 @@ class MemoryTransport:
             raise ConnectError(f"could not connect to {address}: scripted refusal")
         sent = Sent(address, path, body, dict(headers))
         self.sent.append(sent)
+        if s.arrived is not None:
+            s.arrived.set()
         if s.head_gate is not None:
             await s.head_gate.wait()
         sent.reply = MemoryReply(s, self.idle_s)

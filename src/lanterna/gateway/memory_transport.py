@@ -34,11 +34,12 @@ class Scripted:
     head_gate: asyncio.Event | None = None  # the response head waits for it (a stall before any byte)
     die_after: int | None = None
     arrived: asyncio.Event | None = None  # set when a request reaches this reply (tests await it, no polling)
+    cancelled: asyncio.Event | None = None  # set when the gateway gave up waiting for the head (client left)
 
     @classmethod
     def json(cls, body: bytes, status: int = 200, head_gate: asyncio.Event | None = None,
-             arrived: asyncio.Event | None = None) -> Scripted:
-        return cls(status=status, chunks=(body,), head_gate=head_gate, arrived=arrived)
+             arrived: asyncio.Event | None = None, cancelled: asyncio.Event | None = None) -> Scripted:
+        return cls(status=status, chunks=(body,), head_gate=head_gate, arrived=arrived, cancelled=cancelled)
 
     @classmethod
     def sse(cls, frames: Sequence[bytes | asyncio.Event], die_after: int | None = None,
@@ -151,7 +152,12 @@ class MemoryTransport:
         if s.arrived is not None:
             s.arrived.set()
         if s.head_gate is not None:
-            await s.head_gate.wait()
+            try:
+                await s.head_gate.wait()
+            except asyncio.CancelledError:
+                if s.cancelled is not None:
+                    s.cancelled.set()  # waiters resume after the cancelled task's handlers ran
+                raise
         sent.reply = MemoryReply(s, self.idle_s)
         return sent.reply
 

@@ -86,13 +86,6 @@ async def mem_gateway(config: dict[str, Any] | None = None, n: int = 3) -> Async
         await runner.cleanup()
 
 
-async def _until(cond: Any, timeout: float = 2.0) -> None:
-    """Await a state change made by the server's handler task (it has no event of its own to await)."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
 # -- pure breaker ---------------------------------------------------------------------------------------------------
 
 
@@ -155,8 +148,8 @@ async def test_connect_errors_everywhere_answer_502_without_internal_addresses()
 
 async def test_probe_cancelled_by_client_disconnect_leaves_the_replica_usable() -> None:
     async with mem_gateway({"gateway": {"circuit_breaker": {"failure_threshold": 1, "open_s": 0.01}}}) as h:
-        stall, arrived = asyncio.Event(), asyncio.Event()
-        h.t.script(ADDRS[0], Scripted.json(b"{}", head_gate=stall, arrived=arrived), OK)
+        stall, arrived, gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        h.t.script(ADDRS[0], Scripted.json(b"{}", head_gate=stall, arrived=arrived, cancelled=gone), OK)
         for a in ADDRS[1:]:
             h.t.script(a, OK)
         b = h.gw.breakers.get(ADDRS[0])
@@ -167,7 +160,8 @@ async def test_probe_cancelled_by_client_disconnect_leaves_the_replica_usable() 
         req.cancel()  # ... and its client left
         with pytest.raises(asyncio.CancelledError):
             await req
-        await _until(lambda: not b.probe_in_flight)
+        await asyncio.wait_for(gone.wait(), 5)  # the gateway's handler was cancelled and has settled
+        assert not b.probe_in_flight
         assert b.state == HALF_OPEN and h.load_is_zero()
         r = await h.post()  # the next request probes the replica and closes its circuit
         assert r.status == 200 and r.headers["x-gateway-destination-endpoint"] == ADDRS[0]

@@ -7,6 +7,7 @@ config or raise ``ConfigError`` whose message is one line (apps print it and exi
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from lanterna.config.loader import load_config
 from lanterna.config.model import LanternaConfig
 from lanterna.errors import ConfigError
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=int(os.environ.get("LANTERNA_PROPERTY_EXAMPLES", "60")), deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 _KEYS = ["gateway", "endpoints", "scheduler", "static", "address", "port", "host", "timeouts", "first_byte_s",

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +29,7 @@ from lanterna.protocol.kv_events import (
     encode_seq,
 )
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=int(os.environ.get("LANTERNA_PROPERTY_EXAMPLES", "60")), deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 BS = 4
 EP = "ep"

@@ -108,6 +108,15 @@ def _deadline(state: RoutingState, headers: Mapping[str, str], started: float) -
     return started + min(limit, t.max_request_s)
 
 
+_MAX_TOKENS_ESTIMATE = 1 << 24  # beyond any context window: only the gateway's estimates are clamped
+
+
+def _bounded_tokens(n: int | None) -> int | None:
+    """A client's max_tokens as the gateway's load and deadline estimates use it: JSON allows any integer
+    (10**100 included); the body still goes upstream untouched and the model server judges it."""
+    return None if n is None else max(0, min(n, _MAX_TOKENS_ESTIMATE))
+
+
 def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,
             model: str | None = None, request_id: str = "") -> InferenceCall:
     """Parse the body, resolve the model, find candidates and build the ``SchedRequest``.
@@ -142,7 +151,8 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         priority=priority_for(first_header(headers, HDR_OBJECTIVE), gcfg.objectives),
         fairness_id=first_header(headers, HDR_FAIRNESS) or "default",
         session_token=headers.get(HDR_SESSION),
-        max_tokens=fields.max_tokens if fields.max_tokens is not None else fields.max_completion_tokens,
+        max_tokens=_bounded_tokens(fields.max_tokens if fields.max_tokens is not None
+                                   else fields.max_completion_tokens),
         token_ids=prompt_token_ids(fields, kind),
         cache_salt=fields.cache_salt,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from lanterna.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
@@ -71,8 +72,9 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     except TimeoutError:
         raise RequestTimeout(f"request body not received within {limits.body_timeout_s:g}s",
                              param="body") from None
-    except ContentEncodingError:
-        raise InvalidRequest(f"request body is not valid {enc} data", param="body") from None
+    except (ContentEncodingError, RequestPayloadError) as exc:  # the parser wraps decode errors in the latter
+        what = f"valid {enc} data" if enc and "content-encoding" in str(exc) else "a well-formed HTTP body"
+        raise InvalidRequest(f"request body is not {what}", param="body") from None
     body = parts[0] if len(parts) == 1 else b"".join(parts)
     check_json_body(body, limits.max_json_depth)
     return body

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web, web_protocol
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
 
 from lanterna.config.model import EdgeLimitsConfig
 from lanterna.errors import (
@@ -32,6 +32,7 @@ from lanterna.errors import (
     LanternaError,
     RequestTimeout,
     ServiceUnavailable,
+    UnsupportedMediaType,
 )
 from lanterna.gateway.middleware import error_response
 
@@ -43,6 +44,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _protocol_error(status: int, exc: BaseException | None) -> LanternaError:
     if isinstance(exc, LineTooLong) or (isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message):
         return HeadersTooLarge("Request header fields too large (size or count over the gateway's limit).")
+    if isinstance(exc, ContentEncodingError) or "content-encoding" in str(exc).lower():
+        return UnsupportedMediaType("Unsupported content-encoding; use gzip, deflate or none.",
+                                    param="content-encoding")  # e.g. br without the Brotli package
     if status < 500:
         return InvalidRequest("Malformed HTTP request.")  # never echo the client's bytes back
     return InternalError("internal error")

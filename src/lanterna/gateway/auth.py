@@ -33,7 +33,7 @@ from lanterna.gateway.header_policy import load_upstream_api_key
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PRINCIPAL = "lanterna_principal"  # request[PRINCIPAL]: the caller, set by auth_middleware on client routes
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("lanterna_principal", Principal)  # set on /v1/* routes
 CLIENT_PATH_PREFIX = "/v1/"
 
 
@@ -142,8 +142,7 @@ AUTH: web.AppKey[EdgeAuth] = web.AppKey("lanterna_auth", EdgeAuth)
 
 def principal_of(request: web.Request) -> Principal:
     """The caller set by ``auth_middleware``; anonymous (ceiling 0) if the middleware did not run."""
-    p = request.get(PRINCIPAL)
-    return p if isinstance(p, Principal) else anonymous(0)
+    return request.get(PRINCIPAL) or anonymous(0)
 
 
 @web.middleware

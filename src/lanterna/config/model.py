@@ -173,7 +173,9 @@ class AuthConfig(_Section):
     anonymous_max_priority: int = 0  # priority ceiling of requests without a key (open mode)
     admin_keys: list[str] = Field(default_factory=list)  # hashes of admin keys (/debug/*, reload, admin)
     open_admin: bool = False  # no admin keys: True serves admin routes to anyone, False answers 404
-    forward_model_rewrite_header: bool = False  # let clients send x-gateway-model-name-rewrite upstream
+    # trust x-gateway-model-name-rewrite on client requests (set it only when a gateway in front sets the header,
+    # e.g. an HTTPRoute filter, and strips clients' own): off, a client cannot redirect itself to another model
+    forward_model_rewrite_header: bool = False
     upstream_api_key_env: str | None = None  # env var with the backends' own key (sent as Bearer)
     upstream_api_key_file: str | None = None  # file with the backends' own key
     rate_limit_share: int = Field(default=1, ge=1)  # gateway worker processes: each enforces rate / share

@@ -159,11 +159,13 @@ def runner_for(app: web.Application, limits: EdgeLimitsConfig) -> EdgeAppRunner:
                          lingering_time=limits.lingering_s, shutdown_timeout=max(1.0, limits.drain_timeout_s))
 
 
-async def serve_edge(app: web.Application, host: str, port: int, limits: EdgeLimitsConfig) -> web.AppRunner:
-    """Start serving ``app`` with the edge limits; the caller awaits shutdown and calls ``runner.cleanup()``."""
+async def serve_edge(app: web.Application, host: str, port: int, limits: EdgeLimitsConfig, *,
+                     reuse_port: bool = False) -> web.AppRunner:
+    """Start serving ``app`` with the edge limits; the caller awaits shutdown and calls ``runner.cleanup()``.
+    ``reuse_port``: SO_REUSEPORT, for ``--workers N`` processes sharing one port."""
     runner = runner_for(app, limits)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, reuse_port=reuse_port)
     await site.start()
     return runner
 

@@ -198,6 +198,6 @@ async def test_flow_control_queue_and_rejections_are_exported(upstreams) -> None
         assert rejected[_lab(reason="evicted", dropped_reason="rejected-saturated")] == 1
         assert rejected[_lab(reason="ttl_expired", dropped_reason="rejected-ttl-expired")] == 0
         assert _samples(text, "inference_extension_flow_control_queue_size") == {
-            _lab(fairness_id="default", priority="0"): 1.0}
+            _lab(fairness_id="anonymous", priority="0"): 1.0}
         assert _samples(text, "lanterna_flow_control_queue_band_size") == {_lab(priority="0"): 1.0}
         assert _samples(text, "inference_extension_flow_control_pool_saturation") == {_lab(): 0.0}

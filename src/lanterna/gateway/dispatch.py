@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
@@ -92,8 +92,8 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
             breaker.on_success()  # alive; it refused this request
             return None
         breaker.on_success()
-        kv = orjson.loads(opened.first).get("kv_transfer_params")
-    except (orjson.JSONDecodeError, AttributeError):
+        kv = msgspec.json.decode(opened.first).get("kv_transfer_params")
+    except (msgspec.DecodeError, AttributeError):
         return None
     finally:
         opened.response.release()

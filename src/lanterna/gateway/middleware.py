@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from lanterna.errors import InternalError, LanternaError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
@@ -37,7 +37,7 @@ def error_response(err: LanternaError, request_id: str | None) -> web.Response:
     headers = dict(err.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.Response(status=err.status, body=orjson.dumps(err.body()), content_type="application/json",
+    return web.Response(status=err.status, body=msgspec.json.encode(err.body()), content_type="application/json",
                         headers=headers)
 
 

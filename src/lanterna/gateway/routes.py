@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -28,6 +28,7 @@ from lanterna.routing import core
 from lanterna.scheduler.framework.types import ApiKind
 
 log = logging.getLogger(__name__)
+_json = msgspec.json.encode
 
 
 async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
@@ -57,13 +58,13 @@ async def list_models(request: web.Request) -> web.Response:
     created = int(time.time())
     data = [{"id": c.id, "object": "model", "created": created, "owned_by": c.owned_by, "root": c.id,
              "parent": c.parent, "max_model_len": c.max_model_len} for c in gw.store.model_cards()]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+    return web.Response(body=_json({"object": "list", "data": data}), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     ready = sum(1 for e in gw.store.all() if e.healthy)
-    return web.Response(body=orjson.dumps({"status": "ok", "ready_endpoints": ready}),
+    return web.Response(body=_json({"status": "ok", "ready_endpoints": ready}),
                         content_type="application/json")
 
 
@@ -71,7 +72,7 @@ async def ready(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     n = sum(1 for e in gw.store.all() if e.healthy)
     return web.Response(status=200 if n else 503, content_type="application/json",
-                        body=orjson.dumps({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
+                        body=_json({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
                         headers=None if n else {"Retry-After": str(core.NO_ENDPOINT_RETRY_AFTER_S)})
 
 
@@ -113,7 +114,7 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                         "age_s": None if mt.scraped_at == float("-inf") else round(now - mt.scraped_at, 3)},
             "kv_index_blocks": num_blocks(e.id) if num_blocks is not None else None,
         })
-    return web.Response(body=orjson.dumps({"endpoints": out}), content_type="application/json")
+    return web.Response(body=_json({"endpoints": out}), content_type="application/json")
 
 
 def add_routes(app: web.Application, *, debug: bool = True) -> None:

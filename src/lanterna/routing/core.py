@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from enum import Enum
 from types import TracebackType
 
-import orjson
+import msgspec
 
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import ModelNotFound, NoCapacity, UpstreamTimeout, ValidationFailed
@@ -219,7 +219,7 @@ async def tokenize(state: RoutingState, call: InferenceCall) -> None:
     if sreq.token_ids is not None:
         return
     if sreq.kind == "chat":
-        sreq.token_ids = await pool.tokenize_chat(sreq.model, orjson.loads(bytes(call.fields.messages)))
+        sreq.token_ids = await pool.tokenize_chat(sreq.model, msgspec.json.decode(call.fields.messages))
     else:
         sreq.token_ids = await pool.tokenize_prompt(sreq.model, sreq.prompt_text)
 

@@ -41,7 +41,8 @@ def error_response(err: LanternaError, request_id: str | None) -> web.Response:
                         headers=headers)
 
 
-def _translate(exc: web.HTTPException) -> LanternaError:
+def http_error(exc: web.HTTPException) -> LanternaError:
+    """aiohttp's own HTTP errors (404, 405, 413) as the vLLM-shaped errors a client gets."""
     if isinstance(exc, web.HTTPNotFound):
         return RouteNotFound("Not Found")
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -69,7 +70,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_translate(exc), rid)
+        return error_response(http_error(exc), rid)
     except Exception:
         log.exception("unhandled_error", extra={"path": request.path})
         return error_response(InternalError(f"internal error (request id {rid})"), rid)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # Hop-by-hop and recomputed headers that must not be copied between client and upstream.
 _SKIP_REQUEST = frozenset(("host", "content-length", "transfer-encoding", "connection", "keep-alive",
                            "accept-encoding", "expect", "upgrade", "te", "trailer", "proxy-connection",
-                           "x-request-id", "content-type", "x-request-timeout"))
+                           "x-request-id", "content-type", "x-request-timeout",
+                           "traceparent", "tracestate"))  # the request's trace injects its own (valid) context
 _SKIP_RESPONSE = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
                             "date", "server"))
 

@@ -5,7 +5,10 @@ core's (``lanterna.routing.core``) except moving bytes (``dispatch``):
 
     prepare (parse, resolve model, candidates) -> admit (flow control, may queue) -> tokenize (precise only)
     -> schedule (pick + attempt order) -> attempts until one yields first bytes -> relay or answer
-    -> complete (once, in ``finally``: response_complete + per-request metrics)
+    -> complete (once, in ``finally``: response_complete, per-request metrics, the access-log line)
+
+A request refused before it becomes a call (unreadable or too large body, 400, 404, 503 from ``prepare``) gets
+its access-log line from ``core.rejected``. The request's trace (``gateway/tracing.py``) rides on the call.
 
 ``/health`` is liveness (200 while the process serves); ``/ready`` is readiness (503 while no endpoint is
 ready for any model).
@@ -13,6 +16,7 @@ ready for any model).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -22,7 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lanterna.errors import LanternaError
 from lanterna.gateway.dispatch import dispatch
+from lanterna.gateway.middleware import http_error
 from lanterna.gateway.state import GATEWAY
+from lanterna.gateway.tracing import request_trace
 from lanterna.obs.logs import REQUEST_ID
 from lanterna.routing import core
 from lanterna.scheduler.framework.types import ApiKind
@@ -33,13 +39,25 @@ _json = msgspec.json.encode
 
 async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    call = core.prepare(gw, request.headers, await request.read(), kind, request_id=REQUEST_ID.get() or "")
+    started, rid, body = gw.clock.now(), REQUEST_ID.get() or "", b""
+    try:
+        body = await request.read()
+        call = core.prepare(gw, request.headers, body, kind, request_id=rid, started=started)
+    except (LanternaError, web.HTTPException) as exc:
+        err = exc if isinstance(exc, LanternaError) else http_error(exc)
+        core.rejected(gw, err, request.headers, body, kind, request_id=rid, started=started, path=request.path,
+                      client=request.remote)
+        raise
+    call.trace, call.path, call.client = request_trace(request), request.path, request.remote
     try:
         async with core.admit(gw, call):
             await core.tokenize(gw, call)
             return await dispatch(gw, request, call)
     except LanternaError as err:
-        call.status, call.error = err.status, err.error_type
+        call.status, call.error = err.status, core.error_reason(err)
+        raise
+    except asyncio.CancelledError:
+        call.error = core.CLIENT_GONE
         raise
     finally:
         core.complete(gw, call)

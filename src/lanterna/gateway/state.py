@@ -26,6 +26,7 @@ from lanterna.gateway.reload import SchedulerReloader
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.kvindex.metrics import KVIndexCollector
 from lanterna.kvindex.zmq_source import KVEventSubscriberManager
+from lanterna.obs.tracing import Tracer
 from lanterna.routing.state import RoutingState
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Gateway(RoutingState):
     kv_events: KVEventSubscriberManager | None = None
     kv_collector: KVIndexCollector | None = None  # registered on metrics.registry while precise routing runs
     reloader: SchedulerReloader | None = None  # when the scheduler config is a watched file
+    tracer: Tracer | None = None  # records spans (``gateway.tracing``, or a test's provider); None: pass-through
     # endpoint id -> first-byte deadlines of attempts waiting on it (expired when it turns unhealthy)
     waiting_attempts: dict[str, set[asyncio.Timeout]] = field(default_factory=dict)
 

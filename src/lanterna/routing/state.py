@@ -17,10 +17,12 @@ from lanterna.endpoints.types import Endpoint
 from lanterna.flowcontrol import pool_saturated
 from lanterna.kvindex.index import KVIndex
 from lanterna.kvindex.tokenization import TokenizerPool
+from lanterna.obs.access import AccessLog
 from lanterna.obs.metrics import GatewayMetrics
 from lanterna.routing.flow import FlowController
 from lanterna.routing.retries import Breakers
 from lanterna.scheduler import Scheduler
+
 
 @dataclass(slots=True)
 class RoutingState:
@@ -35,6 +37,7 @@ class RoutingState:
     kv_index: KVIndex | None = None
     tokenizer: TokenizerPool | None = None  # set when precise routing tokenizes prompts
     saturated: bool = False  # cached by refresh_saturation(); flow control reads it on every admission
+    access_log: AccessLog | None = None  # one line per request, written by ``core.complete`` / ``core.rejected``
 
     def pool_saturated(self) -> bool:
         """The cached pool saturation flag (O(1): called on every admission)."""

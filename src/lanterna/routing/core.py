@@ -180,17 +180,17 @@ class Admission:
 
     async def __aenter__(self) -> None:
         call, state = self._call, self._state
-        if call._objective is None:
-            obj = call._objective = state.metrics.objective(*call.labels)
-            obj.request_total.inc()
-            obj.running.inc()
-        flow = state.flow
-        if flow is not None:
-            sreq = call.sreq
-            with call.trace.span("admission"):
+        with call.trace.span("admission"):
+            if call._objective is None:
+                obj = call._objective = state.metrics.objective(*call.labels)
+                obj.request_total.inc()
+                obj.running.inc()
+            flow = state.flow
+            if flow is not None:
+                sreq = call.sreq
                 adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
                 await adm.__aenter__()
-            self._inner = adm
+                self._inner = adm
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

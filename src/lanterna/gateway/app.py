@@ -29,14 +29,16 @@ from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.flow_metrics import FlowCollector
 from lanterna.gateway.middleware import error_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
-from lanterna.gateway.reload import start_reloader
+from lanterna.gateway.reload import start_reloader, timed
 from lanterna.gateway.routes import add_routes, render_metrics
 from lanterna.gateway.server import SHUTDOWN, Shutdown, build_metrics_app, serve_edge
 from lanterna.gateway.state import GATEWAY, PREWARM, Gateway
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.gateway.upstream import Upstreams
 from lanterna.kvindex.index import KVIndex
+from lanterna.obs.access import AccessLog
 from lanterna.obs.metrics import GatewayMetrics
+from lanterna.obs.tracing import Tracer
 from lanterna.routing.flow import FlowConfig, FlowController
 from lanterna.routing.retries import Breakers
 from lanterna.scheduler import Scheduler, SchedulerServices, default_epp_config, load_epp_config
@@ -60,10 +62,13 @@ def _build_scheduler(cfg: LanternaConfig, rng: random.Random, clock: MonotonicCl
 
 
 def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, scheduler: Scheduler | None = None,
-                   kv_index: KVIndex | None = None, transport: UpstreamTransport | None = None) -> Gateway:
+                   kv_index: KVIndex | None = None, transport: UpstreamTransport | None = None,
+                   access_log: AccessLog | None = None, tracer: Tracer | None = None) -> Gateway:
     """Build the state (raises ConfigError for a bad scheduler config); nothing runs until the app starts.
 
-    ``transport``: carry proxied requests over this instead of real keep-alive pools (socket-free tests)."""
+    ``transport``: carry proxied requests over this instead of real keep-alive pools (socket-free tests).
+    ``access_log`` / ``tracer``: instead of the ones ``gateway.access_log`` / ``gateway.tracing`` configure
+    (the ``lanterna.access`` logger; the global OpenTelemetry provider)."""
     rng = random.Random(cfg.gateway.seed)
     clock = MonotonicClock()
     if scheduler is None:
@@ -73,6 +78,10 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
                  rng=rng, clock=clock, kv_index=kv_index, upstreams=transport)
     lim = cfg.gateway.limits
     gw.body_limits = BodyLimits(cfg.gateway.max_body_bytes, lim.body_timeout_s, lim.max_json_depth)
+    timed(gw, gw.scheduler)
+    mode = cfg.gateway.access_log
+    gw.access_log = access_log or (AccessLog(mode) if mode != "off" else None)
+    gw.tracer = tracer or (Tracer(enabled=True) if cfg.gateway.tracing else None)
     fc = cfg.flowcontrol
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
@@ -139,10 +148,10 @@ def build_app(gw: Gateway) -> web.Application:
     add_routes(app, debug=gcfg.debug_endpoints, serve_metrics=gcfg.metrics_port is None)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(auth_reload_ctx)
-    if gcfg.tracing:
+    if gw.tracer is not None:
         from lanterna.gateway.tracing import enable_tracing
 
-        enable_tracing(app)
+        enable_tracing(app, gw.tracer)
     return app
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 _HOP_AND_RECOMPUTED = ("host", "content-length", "transfer-encoding", "connection", "keep-alive", "accept-encoding",
                        "expect", "upgrade", "te", "trailer", "proxy-connection", "proxy-authorization",
                        "content-encoding", "content-type", "x-request-id",
-                       "x-request-timeout")  # the gateway's own deadline header: the replica gets no say
+                       "x-request-timeout",  # the gateway's own deadline header: the replica gets no say
+                       "traceparent", "tracestate")  # the request's trace injects its own (valid) context
 CLIENT_CREDENTIALS = ("authorization", "x-api-key")
 # Set by the gateway / EPP for the model server or its sidecar (PROTOCOLS.md sections 4 and 6).
 INTERNAL_ROUTING = ("x-prefiller-host-port", "x-gateway-destination-endpoint",

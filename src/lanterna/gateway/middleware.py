@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from lanterna.errors import (
@@ -44,11 +44,12 @@ def error_response(err: LanternaError, request_id: str | None) -> web.Response:
     headers = dict(err.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.Response(status=err.status, body=orjson.dumps(err.body()), content_type="application/json",
+    return web.Response(status=err.status, body=msgspec.json.encode(err.body()), content_type="application/json",
                         headers=headers)
 
 
-def _translate(exc: web.HTTPException) -> LanternaError:
+def http_error(exc: web.HTTPException) -> LanternaError:
+    """aiohttp's own HTTP errors (404, 405, 413) as the vLLM-shaped errors a client gets."""
     if isinstance(exc, web.HTTPNotFound):
         return EndpointNotFound(f"Not Found: {exc.status} no route for this path", param="path")
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -76,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_translate(exc), rid)
+        return error_response(http_error(exc), rid)
     except Exception:
         log.exception("unhandled_error", extra={"path": request.path})
         return error_response(InternalError(f"internal error (request id {rid})"), rid)

@@ -29,6 +29,7 @@ from lanterna.gateway.server import Shutdown
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.kvindex.metrics import KVIndexCollector
 from lanterna.kvindex.zmq_source import KVEventSubscriberManager
+from lanterna.obs.tracing import Tracer
 from lanterna.routing.state import RoutingState
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Gateway(RoutingState):
     auth: EdgeAuth | None = None  # API keys, rate limits, admin keys (set by build_app)
     shutdown: Shutdown | None = None  # graceful drain: readiness off, refuse new requests, wait for in-flight
     body_limits: BodyLimits | None = None  # request body cap, read deadline, JSON depth (set by create_gateway)
+    tracer: Tracer | None = None  # records spans (``gateway.tracing``, or a test's provider); None: pass-through
     # endpoint id -> first-byte deadlines of attempts waiting on it (expired when it turns unhealthy)
     waiting_attempts: dict[str, set[asyncio.Timeout]] = field(default_factory=dict)
 

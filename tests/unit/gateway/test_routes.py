@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
+import msgspec
 import pytest
 
 from tests.unit.gateway.conftest import gateway_for
@@ -89,7 +89,7 @@ async def test_upstream_dying_mid_stream_ends_with_error_frame_and_gateway_keeps
         assert r.status == 200
         frames = [f for f in (await r.read()).split(b"\n\n") if f]
         assert frames[-1] == b"data: [DONE]"
-        err = orjson.loads(frames[-2][len(b"data: "):])
+        err = msgspec.json.decode(frames[-2][len(b"data: "):])
         assert err["error"]["code"] == 502 and err["error"]["type"] == "BadGatewayError"
         assert (await h.load())[up.address]["in_flight_requests"] == 0
         up.mode = "ok"

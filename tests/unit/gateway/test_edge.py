@@ -76,7 +76,7 @@ def test_upstream_headers_strip_internal_and_credentials() -> None:
                 "x-gateway-model-name-rewrite": "big", "content-encoding": "gzip", "Host": "gw", "Content-Length": "9",
                 "x-session-token": "s", "traceparent": "00-abc", "x-request-id": "client-id"}
     out = upstream_headers(incoming, "rid-1")
-    assert out == {"x-llm-d-inference-objective": "premium", "x-session-token": "s", "traceparent": "00-abc",
+    assert out == {"x-llm-d-inference-objective": "premium", "x-session-token": "s",
                    "x-request-id": "rid-1", "content-type": "application/json"}
     out = upstream_headers(incoming, "rid-1", upstream_api_key="backend", allow_model_rewrite=True,
                            extra={"x-prefiller-host-port": "10.0.0.2:80"})

@@ -148,10 +148,10 @@ async def test_one_access_line_per_request_with_every_field() -> None:
                                    "stream", "fairness_id", "priority", "client", "error")} == {
             "method": "POST", "path": "/v1/completions", "status": 200, "model": "m", "adapter": None,
             "endpoint": B, "prefill_endpoint": None, "prompt_tokens": 7, "cached_tokens": 4, "output_tokens": 3, "retries": 1, "stream": False,
-            "fairness_id": "tenant-a", "priority": -1, "client": "127.0.0.1", "error": None}
+            "fairness_id": "anonymous/tenant-a", "priority": -1, "client": "127.0.0.1", "error": None}
         assert isinstance(ok["profile"], str) and ok["profile"] and 0 < ok["ttft_ms"] <= ok["duration_ms"] and ok["ts"] > 1.6e9
         assert (stream["stream"], stream["endpoint"], stream["output_tokens"], stream["retries"]) == (True, A, 2, 0)
-        assert stream["ttft_ms"] is not None and stream["fairness_id"] == "default"
+        assert stream["ttft_ms"] is not None and stream["fairness_id"] == "anonymous"
         assert (bad["status"], bad["error"], bad["model"], bad["endpoint"], bad["ttft_ms"]) == (
             400, "Bad Request", None, None, None)
         assert (missing["status"], missing["error"], missing["model"]) == (404, "NotFoundError", "nope")

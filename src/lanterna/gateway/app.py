@@ -24,11 +24,14 @@ from lanterna.endpoints.health import HealthChecker
 from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
+from lanterna.gateway.auth import AUTH, EdgeAuth, auth_middleware, auth_reload_ctx
+from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.flow_metrics import FlowCollector
 from lanterna.gateway.middleware import error_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
 from lanterna.gateway.reload import start_reloader
-from lanterna.gateway.routes import add_routes
+from lanterna.gateway.routes import add_routes, render_metrics
+from lanterna.gateway.server import SHUTDOWN, Shutdown, build_metrics_app, serve_edge
 from lanterna.gateway.state import GATEWAY, PREWARM, Gateway
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.gateway.upstream import Upstreams
@@ -40,7 +43,7 @@ from lanterna.scheduler import Scheduler, SchedulerServices, default_epp_config,
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GATEWAY", "Gateway", "build_app", "create_gateway", "endpoint_from_spec", "serve"]
+__all__ = ["GATEWAY", "Gateway", "build_app", "build_metrics_only_app", "create_gateway", "endpoint_from_spec", "serve"]
 
 
 def endpoint_from_spec(spec: StaticEndpoint) -> Endpoint:
@@ -68,6 +71,8 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     gw = Gateway(cfg=cfg, store=EndpointStore(), scheduler=scheduler, metrics=GatewayMetrics(cfg.gateway.pool_name),
                  breakers=Breakers(cfg.gateway.circuit_breaker.failure_threshold, cfg.gateway.circuit_breaker.open_s),
                  rng=rng, clock=clock, kv_index=kv_index, upstreams=transport)
+    lim = cfg.gateway.limits
+    gw.body_limits = BodyLimits(cfg.gateway.max_body_bytes, lim.body_timeout_s, lim.max_json_depth)
     fc = cfg.flowcontrol
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
@@ -123,21 +128,35 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=gw.cfg.gateway.max_body_bytes)
+    """The client-facing app. Middlewares, outermost first: errors -> OpenAI shape; drain (refuse new requests
+    while shutting down); authentication + request-rate charge for ``/v1/*`` (before the body is read).
+    Raises ConfigError for a bad auth config (no keys, unreadable upstream credential)."""
+    gcfg = gw.cfg.gateway
+    gw.auth = EdgeAuth.from_config(gw.cfg.auth)
+    gw.shutdown = Shutdown(gcfg.limits.shutdown_retry_after_s)
+    app = web.Application(middlewares=[error_middleware, gw.shutdown.middleware, auth_middleware],
+                          client_max_size=gcfg.max_body_bytes)
     app[GATEWAY] = gw
-    add_routes(app, debug=gw.cfg.gateway.debug_endpoints)
+    app[AUTH] = gw.auth
+    app[SHUTDOWN] = gw.shutdown
+    add_routes(app, debug=gcfg.debug_endpoints, serve_metrics=gcfg.metrics_port is None)
     app.cleanup_ctx.append(_lifecycle)
-    if gw.cfg.gateway.tracing:
+    app.cleanup_ctx.append(auth_reload_ctx)
+    if gcfg.tracing:
         from lanterna.gateway.tracing import enable_tracing
 
         enable_tracing(app)
     return app
 
 
+def build_metrics_only_app(gw: Gateway) -> web.Application:
+    """``gateway.metrics_port``: /metrics on its own listener (kept off the client-facing port)."""
+    app = build_metrics_app(lambda: render_metrics(gw))
+    app[GATEWAY] = gw
+    return app
+
+
 async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
-    """Start serving; the caller awaits shutdown and calls ``runner.cleanup()``."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, reuse_port=reuse_port)
-    await site.start()
-    return runner
+    """Start serving with the edge limits (header/body deadlines, header caps answered as OpenAI-shaped 431);
+    the caller awaits shutdown and calls ``runner.cleanup()``."""
+    return await serve_edge(app, host, port, app[GATEWAY].cfg.gateway.limits, reuse_port=reuse_port)

@@ -106,7 +106,10 @@ def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
 
 async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
     order = core.schedule(gw, call)
-    headers = forward_headers(request.headers, call.request_id)
+    auth = gw.auth
+    headers = forward_headers(request.headers, call.request_id,
+                              upstream_api_key=auth.upstream_api_key if auth is not None else None,
+                              allow_model_rewrite=gw.cfg.auth.forward_model_rewrite_header)
     path = request.path
     pf = call.prefill
     last_err: LanternaError | None = None

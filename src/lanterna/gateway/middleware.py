@@ -2,7 +2,8 @@
 
 Every response carries ``x-request-id`` (the client's, or a new one); the id lives in a ContextVar for
 the logs and is forwarded upstream. ``LanternaError`` becomes the OpenAI/vLLM error body; aiohttp's own
-404/405/413 become their vLLM-shaped equivalents; anything else is logged with the request id and
+404/405/413 become OpenAI-shaped errors too (the simulator keeps vLLM's ``{"detail"}`` for parity; a
+gateway client gets one shape for everything); anything else is logged with the request id and
 answered as a 500 without a traceback.
 """
 
@@ -15,7 +16,13 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from lanterna.errors import InternalError, LanternaError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from lanterna.errors import (
+    EndpointNotFound,
+    InternalError,
+    LanternaError,
+    MethodNotSupported,
+    PayloadTooLarge,
+)
 from lanterna.obs.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -43,9 +50,9 @@ def error_response(err: LanternaError, request_id: str | None) -> web.Response:
 
 def _translate(exc: web.HTTPException) -> LanternaError:
     if isinstance(exc, web.HTTPNotFound):
-        return RouteNotFound("Not Found")
+        return EndpointNotFound(f"Not Found: {exc.status} no route for this path", param="path")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        err: LanternaError = MethodNotAllowed("Method Not Allowed")
+        err: LanternaError = MethodNotSupported(f"Method Not Allowed: {exc.method}", param="method")
         err.headers["allow"] = ",".join(sorted(exc.allowed_methods))
         return err
     if isinstance(exc, web.HTTPRequestEntityTooLarge):

@@ -70,6 +70,12 @@ class InferenceCall:
         return self.sreq.fairness_id
 
     @property
+    def token_estimate(self) -> int:
+        """Prompt tokens (estimated) plus the requested output: what a per-key token rate limit charges."""
+        mt = self.sreq.max_tokens
+        return self.sreq.num_prompt_tokens_estimate + (mt if mt is not None else 16)
+
+    @property
     def stream(self) -> bool:
         return bool(self.fields.stream)
 

@@ -29,8 +29,9 @@ from types import TracebackType
 
 import orjson
 
+from lanterna.auth.principal import Principal, anonymous, effective_fairness, effective_priority
 from lanterna.endpoints.types import Endpoint
-from lanterna.errors import ModelNotFound, NoCapacity, UpstreamTimeout, ValidationFailed
+from lanterna.errors import Forbidden, ModelNotFound, NoCapacity, UpstreamTimeout, ValidationFailed
 from lanterna.routing.accounting import LoadTicket
 from lanterna.routing.call import InferenceCall
 from lanterna.routing.fields import (
@@ -41,7 +42,6 @@ from lanterna.routing.fields import (
     HDR_SESSION,
     first_header,
     parse_body,
-    priority_for,
     prompt_text,
     prompt_token_ids,
     rewrite_body,
@@ -75,7 +75,10 @@ def resolve_model(state: RoutingState, requested: str | None, headers: Mapping[s
         if len(bases) != 1:
             raise ValidationFailed("1 validation error: model: Field required", param="body.model")
         return bases[0]
-    target = headers.get(HDR_MODEL_REWRITE) or gcfg.model_rewrites.get(requested, requested)
+    # The GAIE rewrite header is the platform's (an HTTPRoute filter sets it), not a client's: honoured only
+    # when the deployment says its gateway sets it (auth.forward_model_rewrite_header).
+    hdr = headers.get(HDR_MODEL_REWRITE) if state.cfg.auth.forward_model_rewrite_header else None
+    target = hdr or gcfg.model_rewrites.get(requested, requested)
     split = gcfg.traffic_split.get(target)
     if split:
         total = sum(t.weight for t in split)
@@ -108,17 +111,35 @@ def _deadline(state: RoutingState, headers: Mapping[str, str], started: float) -
     return started + min(limit, t.max_request_s)
 
 
+_MAX_TOKENS_ESTIMATE = 1 << 24  # beyond any context window: only the gateway's estimates are clamped
+
+
+def _bounded_tokens(n: int | None) -> int | None:
+    """A client's max_tokens as the gateway's load and deadline estimates use it: JSON allows any integer
+    (10**100 included); the body still goes upstream untouched and the model server judges it."""
+    return None if n is None else max(0, min(n, _MAX_TOKENS_ESTIMATE))
+
+
 def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,
-            model: str | None = None, request_id: str = "") -> InferenceCall:
+            model: str | None = None, request_id: str = "", principal: Principal | None = None) -> InferenceCall:
     """Parse the body, resolve the model, find candidates and build the ``SchedRequest``.
 
     Raises ``ValidationFailed`` (400), ``ModelNotFound`` (404: the name is unknown) or ``NoCapacity`` (503 with
     ``Retry-After``: the model is known but no endpoint serving it is ready). Counts nothing, so
-    ``/debug/score`` can score exactly what a request would."""
+    ``/debug/score`` can score exactly what a request would.
+
+    ``principal``: who is calling (an API key's rights); None is the anonymous caller of open mode. Client
+    headers never buy more than it allows: priority is capped at its ceiling, the fairness id is its tenant
+    (a header may only sub-divide it), and a model it may not use is refused (403)."""
     started = state.clock.now()
+    p = principal if principal is not None else anonymous(state.cfg.auth.anonymous_max_priority)
     fields = parse_body(body, kind)
     requested = model or fields.model
+    if requested is not None and not p.may_use(requested):
+        raise Forbidden(f"This API key may not use the model `{requested}`.", param="model")
     target = resolve_model(state, requested, headers)
+    if not p.may_use(target) and (requested is None or target != requested):
+        raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
     if not candidates:
         known = state.store.known_models()
@@ -139,10 +160,11 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         kind=kind,
         headers=headers,
         lora=target if parent else None,
-        priority=priority_for(first_header(headers, HDR_OBJECTIVE), gcfg.objectives),
-        fairness_id=first_header(headers, HDR_FAIRNESS) or "default",
+        priority=effective_priority(first_header(headers, HDR_OBJECTIVE), gcfg.objectives, p),
+        fairness_id=effective_fairness(first_header(headers, HDR_FAIRNESS), p),
         session_token=headers.get(HDR_SESSION),
-        max_tokens=fields.max_tokens if fields.max_tokens is not None else fields.max_completion_tokens,
+        max_tokens=_bounded_tokens(fields.max_tokens if fields.max_tokens is not None
+                                   else fields.max_completion_tokens),
         token_ids=prompt_token_ids(fields, kind),
         cache_salt=fields.cache_salt,
     )

@@ -299,7 +299,8 @@ def markdown(res: dict[str, Any], rates: list[float]) -> str:
                       f"+{x['p99_ms'] - base['p99_ms']:.2f} [{lo99:.1f}-{hi99:.1f}]")
         mid = d["rates"].get("500.0", {})
         cpu = (f"{mid['cpu_ms_per_req']:.3f} [{mid['cpu_ms_per_req_spread'][0]:.3f}-"
-               f"{mid['cpu_ms_per_req_spread'][1]:.3f}]" if "cpu_ms_per_req_spread" in mid else "-")
+               f"{mid['cpu_ms_per_req_spread'][1]:.3f}]" if "cpu_ms_per_req_spread" in mid
+               else f"{mid['cpu_ms_per_req']:.3f}" if "cpu_ms_per_req" in mid else "-")
         out.append(f"| {t}{cells} | {cpu} | {d['max']['max_rps']:.0f} |")
     out.append("\ndirect (no router) medians: " + ", ".join(
         f"{int(r)}/s p50 {direct[str(r)]['p50_ms']:.2f} / p99 {direct[str(r)]['p99_ms']:.2f} ms" for r in rates)

@@ -295,8 +295,8 @@ def markdown(res: dict[str, Any], rates: list[float]) -> str:
             x, base = d["rates"][str(r)], direct[str(r)]
             lo50, hi50 = x["p50_ms_spread"]
             lo99, hi99 = x["p99_ms_spread"]
-            cells += (f" | +{x['p50_ms'] - base['p50_ms']:.2f} [{lo50:.2f}-{hi50:.2f}] / "
-                      f"+{x['p99_ms'] - base['p99_ms']:.2f} [{lo99:.1f}-{hi99:.1f}]")
+            cells += (f" | {x['p50_ms'] - base['p50_ms']:+.2f} [{lo50:.2f}-{hi50:.2f}] / "
+                      f"{x['p99_ms'] - base['p99_ms']:+.2f} [{lo99:.1f}-{hi99:.1f}]")
         mid = d["rates"].get("500.0", {})
         cpu = (f"{mid['cpu_ms_per_req']:.3f} [{mid['cpu_ms_per_req_spread'][0]:.3f}-"
                f"{mid['cpu_ms_per_req_spread'][1]:.3f}]" if "cpu_ms_per_req_spread" in mid

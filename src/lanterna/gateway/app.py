@@ -103,10 +103,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     session = gw.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                  skip_auto_headers=("User-Agent",))
     upstreams = gw.upstreams
+    fetch = None  # scrapes over the lean pools when they are real sockets (a test's transport has no GET)
     if upstreams is None:
-        upstreams = gw.upstreams = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
+        real = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
+        upstreams = gw.upstreams = real
+        fetch = real.get
     scraper = gw.scraper = MetricsScraper(session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s,
-                                          on_scrape=gw.refresh_saturation)
+                                          on_scrape=gw.refresh_saturation, fetch=fetch)
     health = gw.health = HealthChecker(session, gw.store, interval_s=ecfg.health_interval_s,
                                        timeout_s=ecfg.scrape_timeout_s, unhealthy_after=ecfg.unhealthy_after,
                                        on_change=gw.health_changed)

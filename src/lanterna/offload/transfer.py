@@ -5,7 +5,7 @@ block shape and dtype). One transfer moves any set of scattered blocks with a co
 ops per layer, never a Python loop per block:
 
   device -> host:  index_select on the device into a contiguous device staging buffer, one DMA into
-                   pinned host memory, then index_copy_ into the host pool (skipped, and the DMA lands in
+                   pinned host memory, then a row scatter into the host pool (numpy: a memcpy per row) (skipped, and the DMA lands in
                    the pool itself, when the host slots are one contiguous run: allocate them that way);
   host -> device:  the mirror image (host gather into pinned staging, one DMA, device index_copy_).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 NUM_STAGING_SETS = 2
@@ -127,16 +128,15 @@ class BlockTransfer:
         h_first = _contiguous_run(h_idx)
         chunk = _Chunk()
         stream = self._stream
-        if stream is None:  # CPU "device": one gather/scatter per layer, no staging needed
+        if stream is None:  # CPU "device": one gather/scatter per layer, straight between the two tensors
             for dev, host in self.layers:
-                h_dst = host[h_first:h_first + n] if h_first is not None else None
-                if to_host:
-                    if h_dst is not None:
-                        torch.index_select(dev, 0, d_idx, out=h_dst)
-                    else:
-                        host.index_copy_(0, h_idx, dev.index_select(0, d_idx))
+                src, dst = (dev, host) if to_host else (host, dev)
+                s_idx, t_idx = (d_idx, h_idx) if to_host else (h_idx, d_idx)
+                t_first = h_first if to_host else _contiguous_run(d_idx)
+                if t_first is not None:
+                    np.take(_rows(src), s_idx.numpy(), axis=0, out=_rows(dst)[t_first:t_first + n])
                 else:
-                    dev.index_copy_(0, d_idx, h_dst if h_dst is not None else host.index_select(0, h_idx))
+                    _rows(dst)[t_idx.numpy()] = _rows(src)[s_idx.numpy()]
             self._last[turn] = chunk
             return chunk
         d_idx_dev = d_idx.to(self.device, non_blocking=True)
@@ -151,7 +151,7 @@ class BlockTransfer:
                         chunk.finish.append(_scatter(host, h_idx, h_stage, n))
                 else:
                     if h_first is None:
-                        torch.index_select(host, 0, h_idx, out=h_stage[:n])
+                        np.take(_rows(host), h_idx.numpy(), axis=0, out=_rows(h_stage)[:n])
                     d_stage[:n].copy_(h_buf, non_blocking=True)
                     dev.index_copy_(0, d_idx_dev, d_stage[:n])
             chunk.event = torch.cuda.Event()
@@ -160,8 +160,15 @@ class BlockTransfer:
         return chunk
 
 
+def _rows(t: torch.Tensor) -> np.ndarray:  # type: ignore[type-arg]
+    """A host tensor as numpy uint8 rows (any dtype, bf16 included): numpy's row gather/scatter is a memcpy
+    per row, several times faster than torch's CPU index_select/index_copy_ for rows of 64 KiB and up."""
+    rows: np.ndarray = t.view(t.shape[0], -1).view(torch.uint8).numpy()  # type: ignore[type-arg]
+    return rows
+
+
 def _scatter(host: torch.Tensor, h_idx: torch.Tensor, h_stage: torch.Tensor, n: int) -> Callable[[], None]:
     def run() -> None:
-        host.index_copy_(0, h_idx, h_stage[:n])
+        _rows(host)[h_idx.numpy()] = _rows(h_stage)[:n]
 
     return run

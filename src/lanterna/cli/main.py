@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
+    "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
 }
 
 

@@ -160,10 +160,10 @@ class BlockTransfer:
         return chunk
 
 
-def _rows(t: torch.Tensor) -> np.ndarray:  # type: ignore[type-arg]
+def _rows(t: torch.Tensor) -> np.ndarray:  # type: ignore[type-arg, unused-ignore]
     """A host tensor as numpy uint8 rows (any dtype, bf16 included): numpy's row gather/scatter is a memcpy
     per row, several times faster than torch's CPU index_select/index_copy_ for rows of 64 KiB and up."""
-    rows: np.ndarray = t.view(t.shape[0], -1).view(torch.uint8).numpy()  # type: ignore[type-arg]
+    rows: np.ndarray = t.view(t.shape[0], -1).view(torch.uint8).numpy()  # type: ignore[type-arg, unused-ignore]
     return rows
 
 

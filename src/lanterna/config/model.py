@@ -84,6 +84,8 @@ class GatewayConfig(_Section):
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on logger lanterna.access (stdout)
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
+    # inference_extension_plugin_duration_seconds times 1 scheduling cycle in N (the first included); 1: all
+    plugin_timing_every: int = Field(default=16, ge=1)
     scheduler_reload_s: float = Field(default=1.0, ge=0)  # poll a scheduler config file for changes; 0: off
     limits: EdgeLimitsConfig = Field(default_factory=EdgeLimitsConfig)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # /metrics on its own listener; None: main port

@@ -94,7 +94,8 @@ class Obs:
 
 @asynccontextmanager
 async def obs_gateway(tracer: Tracer | None = None) -> AsyncIterator[Obs]:
-    tree: dict[str, Any] = {"gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5}},
+    tree: dict[str, Any] = {"gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5},
+                                        "plugin_timing_every": 1},
                             "endpoints": {"static": [{"address": A, "models": ["m"]}, {"address": B, "models": ["m"]},
                                                      {"address": DOWN, "models": ["other"]}],
                                           "health_interval_s": 3600, "scrape_interval_s": 3600,

@@ -4,6 +4,7 @@ gateway CPU per request and added latency against a minimal fake backend (all on
     .venv/bin/python benchmarks/gateway_hotpath.py [--requests 3000] [--concurrency 16] [--stream]
     .venv/bin/python benchmarks/gateway_hotpath.py --client-only --compare-upstream before=OLD/upstream.py
     .venv/bin/python benchmarks/gateway_hotpath.py --e2e-only --gateway before=OLD/src --e2e-rounds 5
+        [--gateway 'llmd=this --scheduler-config llm-d']
 
 Prints figures and ratios; asserts nothing. The full comparison against peer routers at fixed rates is
 benchmarks/gateway_overhead.py (flow-control part); this script isolates the gateway's own costs.
@@ -250,12 +251,13 @@ def e2e(n: int, conc: int, stream: bool, gateways: dict[str, str | None], rounds
         procs.append(subprocess.Popen([sys.executable, "-c", FAKE_BACKEND, str(bport)]))
         wait_http(f"http://127.0.0.1:{bport}/health")
         gws: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        for name, src in gateways.items():
+        for name, spec in gateways.items():
             gport = free_port()
-            env = {**os.environ, "PYTHONPATH": src or str(REPO / "src")}
+            src, *extra = (spec or "this").split()
+            env = {**os.environ, "PYTHONPATH": str(REPO / "src") if src == "this" else src}
             gw = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", "gateway", "--endpoint",
                                    f"127.0.0.1:{bport}", "--model", "m", "--port", str(gport),
-                                   "--set", "gateway.log_level=WARNING"], env=env,
+                                   "--set", "gateway.log_level=WARNING", *extra], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stdout: the access log
             procs.append(gw)
             gws[name] = (gw, gport)
@@ -297,9 +299,10 @@ def main() -> None:
     ap.add_argument("--micro-only", action="store_true")
     ap.add_argument("--client-only", action="store_true", help="only the upstream client comparison")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the upstream client comparison")
-    ap.add_argument("--gateway", action="append", default=[], metavar="NAME=SRC",
-                    help="end to end through the gateway of another checkout's src dir (e.g. before=OLD/src); "
-                         "this checkout is measured too, as 'this'")
+    ap.add_argument("--gateway", action="append", default=[], metavar="NAME=SRC [ARGS]",
+                    help="end to end also through the gateway of another checkout's src dir (before=OLD/src), "
+                         "SRC 'this' for this checkout, ARGS added to its command line ('llmd=this "
+                         "--scheduler-config llm-d'); this checkout as is is always measured, as 'this'")
     ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds of the end-to-end measurement")
     ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end measurement")
     ap.add_argument("--compare-upstream", action="append", default=[], metavar="NAME=PATH",

@@ -17,10 +17,12 @@ which a deque cannot do), with sentinel index N.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from lanterna.protocol.kv_events import MEDIUM_GPU, BlockRemoved, KVEvent
+from lanterna.sim.tiers import OffloadTier
+
+__all__ = ["BlockPool", "OffloadTier"]
 
 
 class BlockPool:
@@ -151,37 +153,3 @@ class BlockPool:
         self.hash_of = [None] * self.num_blocks
         return True
 
-
-class OffloadTier:
-    """A lower KV tier (CPU, shared storage): an LRU set of block hashes with a capacity.
-
-    ``insert`` returns the hash it had to evict (or None); the engine turns both into events.
-    """
-
-    __slots__ = ("medium", "capacity", "_lru")
-
-    def __init__(self, medium: str, capacity: int) -> None:
-        self.medium = medium
-        self.capacity = capacity
-        self._lru: OrderedDict[int, None] = OrderedDict()
-
-    def __contains__(self, block_hash: int) -> bool:
-        return block_hash in self._lru
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def hit(self, block_hash: int) -> None:
-        self._lru.move_to_end(block_hash)
-
-    def insert(self, block_hash: int) -> int | None:
-        if block_hash in self._lru:
-            self._lru.move_to_end(block_hash)
-            return None
-        self._lru[block_hash] = None
-        if len(self._lru) > self.capacity:
-            return self._lru.popitem(last=False)[0]
-        return None
-
-    def clear(self) -> None:
-        self._lru.clear()

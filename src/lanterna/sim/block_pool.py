@@ -4,8 +4,8 @@ Eviction order is the point of this module, so it follows vLLM exactly:
 - the free queue starts as ``0, 1, ..., N-1``; allocation pops from the head, freeing appends to the tail;
 - a request frees its blocks in *reverse* (the caller passes them reversed), so the tail of a sequence,
   least likely to be shared, is evicted first;
-- a freed block keeps its hash and stays findable until it is reallocated; reallocating it evicts the
-  hash (one ``BlockRemoved`` per block) and hands the hash to the next tier, if any;
+- a freed block keeps its hash and stays findable until it is reallocated; reallocating it hands the hash to the
+  lower tiers, if any, then evicts it (one ``BlockRemoved`` per block);
 - a cache hit on a free block takes it out of the free queue (``touch``) and bumps its ref count.
 
 Unlike vLLM there is no reserved null block (the simulator has no sliding-window layers), so all N
@@ -117,11 +117,14 @@ class BlockPool:
         holders = self.cached[h]
         holders.remove(b)
         self.hash_of[b] = None
-        self.events.append(BlockRemoved([h], MEDIUM_GPU))
+        # NOTE: the offload's tier events go out *before* the GPU removal, as in vLLM (whose connector
+        # stores a block before the GPU can drop it): an index resolves token-less tier events through
+        # the GPU event's mapping, which the removal would otherwise have dropped.
         if not holders:
             del self.cached[h]
             if self.on_evict is not None:
                 self.on_evict(h)
+        self.events.append(BlockRemoved([h], MEDIUM_GPU))
 
     def free(self, block_ids: Iterable[int]) -> None:
         """Drop one reference per block, in the given order; blocks reaching 0 join the tail."""

@@ -112,3 +112,13 @@ def test_a_shared_storage_tier_serves_blocks_another_engine_wrote() -> None:
     gpu = [ev for ev in r.events if isinstance(ev, BlockStored) and ev.medium == "GPU"]
     assert gpu[0].block_hashes == [h for ev in stored for h in ev.block_hashes][::-1]  # same hashes, both engines
     assert b.reset_prefix_cache() and len(shared) == 4  # a replica's reset leaves shared storage alone
+
+
+def test_tier_store_is_announced_before_the_gpu_removal() -> None:
+    """An index resolves token-less tier events through the GPU mapping the removal would drop."""
+    events, _ = _fill_and_evict({"num_cpu_blocks": 8})
+    at = {(type(ev).__name__, ev.medium, ev.block_hashes[0]): i for i, ev in enumerate(events)
+          if isinstance(ev, BlockStored | BlockRemoved)}
+    evicted = [h for (kind, medium, h) in at if kind == "BlockRemoved" and medium == "GPU"]
+    assert len(evicted) == 4
+    assert all(at[("BlockStored", "CPU", h)] < at[("BlockRemoved", "GPU", h)] for h in evicted)

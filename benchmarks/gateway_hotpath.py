@@ -233,7 +233,8 @@ def e2e(n: int, conc: int, stream: bool) -> None:
         wait_http(f"http://127.0.0.1:{bport}/health")
         gw = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", "gateway", "--endpoint",
                                f"127.0.0.1:{bport}", "--model", "m", "--port", str(gport),
-                               "--set", "gateway.log_level=WARNING"], stderr=subprocess.DEVNULL)
+                               "--set", "gateway.log_level=WARNING"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stdout: the access log
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{gport}/health")
         asyncio.run(drive(f"http://127.0.0.1:{bport}", 300, conc, stream))  # warm-up

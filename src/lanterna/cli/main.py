@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lanterna.cli.models", "build local test models (tiny random-weight Llama + tokenizer)"),
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
+    "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
+    "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
 }
 
 

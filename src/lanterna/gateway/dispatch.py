@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
@@ -50,17 +50,27 @@ def _failure_reason(err: LanternaError) -> str:
     return "timeout" if isinstance(err, UpstreamTimeout) else "error"
 
 
-async def _send(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str], wait_s: float) -> Opened:
+async def _send(gw: Gateway, call: InferenceCall, ep: Endpoint, path: str, body: bytes, headers: dict[str, str],
+                wait_s: float) -> Opened:
+    """One attempt, in an ``upstream`` span (send to first bytes) whose context the upstream receives."""
     assert gw.upstreams is not None
     watch = gw.waiting_attempts.get(ep.id)
     if watch is None:
         watch = gw.waiting_attempts[ep.id] = set()
-    try:
-        return await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s, watch=watch)
-    except UpstreamTimeout:
-        if not ep.healthy:
-            raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
-        raise
+    trace = call.trace
+    with trace.span("upstream") as span:
+        trace.inject(headers)
+        try:
+            opened = await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s,
+                                         watch=watch)
+        except UpstreamTimeout:
+            if not ep.healthy:
+                raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
+            raise
+        if trace.recording:
+            span.set("server.address", ep.address)
+            span.set("http.response.status_code", opened.status)
+        return opened
 
 
 async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, headers: dict[str, str]
@@ -76,7 +86,7 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
     breaker.begin(gw.clock.now())
     with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
         try:
-            opened = await _send(gw, pf, path, rewrite_body(call.body, **extra), headers, wait_s)
+            opened = await _send(gw, call, pf, path, rewrite_body(call.body, **extra), headers, wait_s)
         except LanternaError as err:
             core.attempt_failed(gw, call, pf, _failure_reason(err))
             log.warning("prefill_failed", extra={"endpoint": pf.id, "error": err.message})
@@ -92,8 +102,8 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
             breaker.on_success()  # alive; it refused this request
             return None
         breaker.on_success()
-        kv = orjson.loads(opened.first).get("kv_transfer_params")
-    except (orjson.JSONDecodeError, AttributeError):
+        kv = msgspec.json.decode(opened.first).get("kv_transfer_params")
+    except (msgspec.DecodeError, AttributeError):
         return None
     finally:
         opened.response.release()
@@ -106,7 +116,10 @@ def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
 
 async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
     order = core.schedule(gw, call)
-    headers = forward_headers(request.headers, call.request_id)
+    auth = gw.auth
+    headers = forward_headers(request.headers, call.request_id,
+                              upstream_api_key=auth.upstream_api_key if auth is not None else None,
+                              allow_model_rewrite=gw.cfg.auth.forward_model_rewrite_header)
     path = request.path
     pf = call.prefill
     last_err: LanternaError | None = None
@@ -120,7 +133,7 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
         wait_s = core.attempt_timeout(gw, call, ep)  # UpstreamTimeout once the request's deadline passed
         ticket = core.begin_attempt(gw, call, ep)
         try:
-            opened = await _send(gw, ep, path, send_body, send_headers, wait_s)
+            opened = await _send(gw, call, ep, path, send_body, send_headers, wait_s)
         except LanternaError as err:
             ticket.release()
             if _past_deadline(gw, call):
@@ -157,6 +170,7 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
         hdrs[HDR_DESTINATION] = ep.id
         if not opened.streaming:
             ticket.first_token()
+            call.response_bytes = len(opened.first)
             usage = usage_from_body(opened.first) if opened.status == 200 else None
             if usage is not None:
                 call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -172,12 +186,13 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
                 async with asyncio.timeout(max(0.0, call.deadline - gw.clock.now())):
                     outcome = await relay_stream(opened.response, opened.first, out, ticket)
         except TimeoutError:  # the request's deadline passed mid-stream
-            call.status = UpstreamTimeout.status
+            call.status, call.error = UpstreamTimeout.status, UpstreamTimeout.error_type
             try:
                 await out.write_eof(error_frame(UpstreamTimeout("the request's deadline passed")))
             except (ConnectionResetError, OSError):
                 pass
             return out
+        call.response_bytes = outcome.num_bytes
         usage = outcome.usage
         if usage is not None:
             call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -185,11 +200,13 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
         elif outcome.num_frames:
             call.output_tokens = max(0, outcome.num_frames - 1)
         if outcome.upstream_error is not None:
-            call.status = outcome.upstream_error.status
+            call.status, call.error = outcome.upstream_error.status, outcome.upstream_error.error_type
             core.attempt_failed(gw, call, ep, "mid_stream")
             log.warning("upstream_died_mid_stream", extra={"endpoint": ep.id, "error": outcome.upstream_error.message})
+        elif outcome.client_gone:
+            call.error = core.CLIENT_GONE
         else:
-            clean = not outcome.client_gone
+            clean = True
         if not outcome.client_gone:
             try:
                 await out.write_eof()

@@ -2,7 +2,7 @@
 
 Why not a ``logging.Formatter`` over ``extra=`` fields: the stdlib path builds a LogRecord, copies every
 extra into its ``__dict__`` and walks it again to format, roughly 10x the cost of serialising one typed
-record. Here the line is rendered once by ``orjson`` (the gateway's hot-path JSON library) straight from
+record. Here the line is rendered once by ``msgspec`` (the project's one JSON library) straight from
 the ``AccessRecord`` dataclass and handed to the logger's handlers as the message, so routing the stream
 elsewhere (a file, a collector, ``logging.config``) stays the usual stdlib way, and a disabled logger
 costs one ``isEnabledFor`` check.
@@ -19,10 +19,11 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-import orjson
+import msgspec
 
 ACCESS_LOGGER = "lanterna.access"
 AccessLogMode = Literal["json", "text", "off"]
+_encode = msgspec.json.encode
 
 
 @dataclass(slots=True)
@@ -54,8 +55,8 @@ class AccessRecord:
 
 
 def format_json(rec: AccessRecord) -> str:
-    """One JSON object; orjson serialises slotted dataclasses natively, in field order."""
-    return orjson.dumps(rec).decode()
+    """One JSON object; msgspec serialises slotted dataclasses natively, in field order."""
+    return _encode(rec).decode()
 
 
 def _ms(v: float | None) -> str:

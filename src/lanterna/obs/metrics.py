@@ -70,7 +70,7 @@ class GatewayMetrics:
         "output_tokens", "running_requests", "pool_kv", "pool_queue", "pool_ready", "pod_queue",
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
         "ntpot", "request_sizes", "response_sizes", "prompt_cached_tokens", "plugin_duration",
-        "scheduler_attempts", "_plugin_children",
+        "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
@@ -119,6 +119,8 @@ class GatewayMetrics:
                                        buckets=_SCHED_BUCKETS, registry=r)
         self.scheduler_attempts = Counter(mn.GAIE_SCHEDULER_ATTEMPTS,
                                           "Total number of scheduling attempts.", ("status",), registry=r)
+        self.scheduled_ok = self.scheduler_attempts.labels("success")  # resolved once: counted per request
+        self.scheduled_failed = self.scheduler_attempts.labels("failure")
         self.plugin_duration = Histogram(mn.GAIE_PLUGIN_DURATION,
                                          "Plugin processing latency distribution in seconds for each extension "
                                          "point, plugin type and plugin name.", _PLUGIN, buckets=_SCHED_BUCKETS,

@@ -6,7 +6,7 @@ import dataclasses
 import io
 import logging
 
-import orjson
+import msgspec
 import pytest
 
 from lanterna.obs.access import ACCESS_LOGGER, AccessLog, AccessRecord, format_text, setup_access_log
@@ -31,7 +31,7 @@ def test_json_line_has_every_field_in_order(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         AccessLog("json").write(rec)
     [line] = [r for r in caplog.records if r.name == ACCESS_LOGGER]
-    out = orjson.loads(line.getMessage())
+    out = msgspec.json.decode(line.getMessage())
     assert list(out) == FIELDS == [f.name for f in dataclasses.fields(AccessRecord)]
     assert out == dataclasses.asdict(rec)
 
@@ -44,7 +44,7 @@ def test_setup_writes_message_only_to_its_stream_and_not_to_root(caplog: pytest.
             log.write(_rec(status=429, error="rejected-saturated", output_tokens=None, ttft_ms=None))
         line = buf.getvalue()
         assert line.endswith("\n") and line.count("\n") == 1
-        out = orjson.loads(line)
+        out = msgspec.json.decode(line)
         assert (out["status"], out["error"], out["output_tokens"], out["ttft_ms"]) == (
             429, "rejected-saturated", None, None)
         assert not [r for r in caplog.records if r.name == ACCESS_LOGGER]  # propagate=False: no double line

@@ -49,8 +49,10 @@ def picker_config(upstreams: list[FakeUpstream], config: dict[str, Any] | None =
 @asynccontextmanager
 async def picker_for(upstreams: list[FakeUpstream], config: dict[str, Any] | None = None, *,
                      mode: int = FULL_DUPLEX) -> AsyncIterator[Picker]:
-    gw = create_gateway(picker_config(upstreams, config))
-    opts = EppOptions(grpc_port=0, health_port=0, metrics_port=0, modes=Modes(mode, mode))
+    cfg = picker_config(upstreams, config)
+    gw = create_gateway(cfg)
+    opts = EppOptions(grpc_port=0, health_port=0, metrics_port=0,
+                      modes=Modes(mode, mode, cfg.gateway.max_body_bytes))
     async with serve_epp(gw, opts) as srv, picker_client(srv.grpc_port) as stub:
         yield Picker(gw, srv, stub)
 

@@ -32,12 +32,11 @@ from typing import Any
 
 import aiohttp
 import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import peers  # noqa: E402
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc  # noqa: E402
-
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.envoy_proxy import bootstrap, envoy_binary, write_bootstrap  # noqa: E402
 from tests.unit.epp.envoy_replay import (  # noqa: E402

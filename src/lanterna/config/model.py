@@ -129,6 +129,11 @@ class KVIndexConfig(_Section):
     tier_weights: dict[TierName, float] = Field(default_factory=_default_tier_weights)
     replay_endpoints: dict[str, str] = Field(default_factory=dict)  # endpoint address -> tcp:// replay ROUTER
     storage: dict[str, str] = Field(default_factory=dict)  # endpoint address -> shared-storage mount name
+    # One SUB socket that every publisher connects to (llm-d's kvEventsConfig.zmqEndpoint, which the
+    # precise-prefix-cache-scorer's parameters may also give); a wildcard address binds, e.g. tcp://*:5557.
+    # Messages are routed by topic kv@<ip>[:<port>]@<model>. None: only per-endpoint publishers (kv_events).
+    zmq_endpoint: str | None = None
+    topic_filter: str = "kv@"
 
 
 class FlowControlConfig(_Section):

@@ -140,6 +140,7 @@ class KubeDiscovery:
         self._task: asyncio.Task[None] | None = None
         self._pod_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # serialises sink calls between the pool and pod loops
+        self.owned_api: Any = None  # an ApiClient that close() closes too (start_discovery made it)
 
     @property
     def endpoints(self) -> dict[str, EndpointSpec]:
@@ -166,6 +167,9 @@ class KubeDiscovery:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._pod_task = None
+        if self.owned_api is not None:
+            await self.owned_api.close()
+            self.owned_api = None
 
     # -- the sink -------------------------------------------------------------------------------------------
 

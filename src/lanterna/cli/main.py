@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
     "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
+    "deploy": ("lanterna.cli.deploy", "Kubernetes: render manifests (gateway or EPP mode, vLLM, RBAC, monitoring)"),
 }
 
 

@@ -300,3 +300,22 @@ PRESETS: dict[str, DeployOptions] = {
     "pd": DeployOptions(pd=True),
     "precise-offload": DeployOptions(precise=True, cpu_offload_gib=64),
 }
+
+
+# Helm: the chart ships each preset rendered with these string fields left as template placeholders, and renders
+# the chosen one with ``tpl`` (so the chart and ``lanterna deploy render`` cannot drift: a test regenerates it).
+HELM_VALUES: dict[str, str] = {"namespace": "{{ .Release.Namespace }}", "image": "{{ .Values.image }}",
+                               "vllm_image": "{{ .Values.vllmImage }}", "model": "{{ .Values.model }}"}
+_PROMQL_LABEL = "{{ $labels.inference_pool }}"
+_PROMQL_LABEL_ESCAPED = '{{ "{{" }} $labels.inference_pool {{ "}}" }}'
+
+
+def render_helm_file(preset: str) -> str:
+    """``deploy/helm/lanterna/files/<preset>.yaml``: the preset with placeholders for ``tpl``."""
+    import dataclasses
+
+    import yaml
+
+    opts = dataclasses.replace(PRESETS[preset], **HELM_VALUES)
+    text = yaml.safe_dump_all(render(opts), sort_keys=False, width=120)
+    return text.replace(_PROMQL_LABEL, _PROMQL_LABEL_ESCAPED)

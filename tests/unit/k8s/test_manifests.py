@@ -115,3 +115,28 @@ def test_gateway_replicas_spread_and_budget() -> None:
         "kubernetes.io/hostname"
     assert objs[("PodDisruptionBudget", "lanterna")]["spec"]["minAvailable"] == 1
     assert objs[("HorizontalPodAutoscaler", "lanterna")]["spec"]["minReplicas"] == 3
+
+
+HELM = REPO / "deploy" / "helm" / "lanterna"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS), ids=sorted(PRESETS))
+def test_helm_chart_files_are_current_and_render_the_same_objects(preset: str) -> None:
+    """Helm is not installable here, so the chart's only template step (``tpl`` of string placeholders) is
+    replayed: with values.yaml and a release namespace the chart yields exactly ``lanterna deploy render``."""
+    from lanterna.k8s.manifests import HELM_VALUES, render_helm_file
+
+    text = (HELM / "files" / f"{preset}.yaml").read_text()
+    assert text == render_helm_file(preset), "regenerate deploy/helm/lanterna/files (render_helm_file)"
+    values = yaml.safe_load((HELM / "values.yaml").read_text())
+    assert values["preset"] == "default" and f'"{preset}"' in (HELM / "templates" / "lanterna.yaml").read_text()
+    subst = {"{{ .Release.Namespace }}": "ml", "{{ .Values.image }}": values["image"],
+             "{{ .Values.vllmImage }}": values["vllmImage"], "{{ .Values.model }}": values["model"],
+             '{{ "{{" }}': "{{", '{{ "}}" }}': "}}"}
+    for k, v in subst.items():
+        text = text.replace(k, v)
+    assert "{{ ." not in text
+    want = render(dataclasses.replace(PRESETS[preset], namespace="ml", image=values["image"],
+                                      vllm_image=values["vllmImage"], model=values["model"]))
+    assert list(yaml.safe_load_all(text)) == want
+    assert set(HELM_VALUES) == {"namespace", "image", "vllm_image", "model"}

@@ -317,5 +317,5 @@ def render_helm_file(preset: str) -> str:
     import yaml
 
     opts = dataclasses.replace(PRESETS[preset], **HELM_VALUES)
-    text = yaml.safe_dump_all(render(opts), sort_keys=False, width=120)
+    text = yaml.safe_dump_all(render(opts), sort_keys=False, width=1 << 16)  # no folded placeholders
     return text.replace(_PROMQL_LABEL, _PROMQL_LABEL_ESCAPED)

@@ -160,6 +160,11 @@ class KubeDiscovery:
         async with asyncio.timeout(timeout_s):
             await self._synced.wait()
 
+    async def wait_stopped(self) -> None:
+        """Return when discovery stops (it runs until ``close()``; cancelling this wait stops it too)."""
+        if self._task is not None:
+            await self._task
+
     async def close(self) -> None:
         for task in (self._pod_task, self._task):
             if task is not None:

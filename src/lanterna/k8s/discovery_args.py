@@ -87,3 +87,18 @@ async def start_discovery(spec: DiscoverySpec, sink: EndpointSink) -> KubeDiscov
     disc.owned_api = api
     disc.start()
     return disc
+
+
+class KubeEndpointSource:
+    """``lanterna epp``'s endpoint source (``lanterna.epp.server.EndpointSource``): discovery for as long as the
+    picker runs; cancelling ``run`` stops the watch and closes the client."""
+
+    def __init__(self, spec: DiscoverySpec) -> None:
+        self.spec = spec
+
+    async def run(self, sink: EndpointSink) -> None:
+        disc = await start_discovery(self.spec, sink)
+        try:
+            await disc.wait_stopped()
+        finally:
+            await disc.close()

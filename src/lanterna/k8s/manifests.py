@@ -316,6 +316,8 @@ def render_helm_file(preset: str) -> str:
 
     import yaml
 
-    opts = dataclasses.replace(PRESETS[preset], **HELM_VALUES)
+    h = HELM_VALUES
+    opts = dataclasses.replace(PRESETS[preset], namespace=h["namespace"], image=h["image"],
+                               vllm_image=h["vllm_image"], model=h["model"])
     text = yaml.safe_dump_all(render(opts), sort_keys=False, width=1 << 16)  # no folded placeholders
     return text.replace(_PROMQL_LABEL, _PROMQL_LABEL_ESCAPED)

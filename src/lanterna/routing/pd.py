@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from lanterna.errors import Forbidden, InvalidRequest
+from lanterna.errors import Forbidden, InvalidRequest, LanternaError
 
 PDPlacement = Literal["gateway", "sidecar"]
 
@@ -32,10 +32,12 @@ FallbackReason = Literal["connect", "timeout", "unhealthy", "error", "http_5xx",
 
 
 
-class PrefillerNotAllowed(Forbidden):
-    """``x-prefiller-host-port`` names an endpoint that is not on the sidecar's allow-list."""
+class PrefillerNotAllowed(LanternaError):
+    """``x-prefiller-host-port`` names an endpoint that is not on the sidecar's allow-list (403, as ``Forbidden``,
+    without its ``model_not_allowed`` code)."""
 
-    error_code = None
+    status = 403
+    error_type = Forbidden.error_type
 
 
 KV_PREFILL_PARAMS: dict[str, Any] = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,

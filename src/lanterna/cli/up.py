@@ -145,16 +145,9 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def pd_scheduler(threshold: int) -> dict[str, Any]:
-    """The P/D EndpointPickerConfig ``up`` uses (examples/epp/pd.yaml with the given nonCachedTokens)."""
-    profile = [{"pluginRef": "queue-scorer"}, {"pluginRef": "max-score-picker"}]
-    return {"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
-            "plugins": [{"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": threshold}},
-                        {"type": "disagg-profile-handler"}, {"type": "prefill-filter"}, {"type": "decode-filter"},
-                        {"type": "prefix-cache-scorer"}, {"type": "queue-scorer"}, {"type": "max-score-picker"}],
-            "schedulingProfiles": [
-                {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, *profile]},
-                {"name": "decode", "plugins": [{"pluginRef": "decode-filter"},
-                                               {"pluginRef": "prefix-cache-scorer", "weight": 2}, *profile]}]}
+    from lanterna.cluster.policies import pd_policy_doc
+
+    return pd_policy_doc(threshold)
 
 
 async def _supervise(args: argparse.Namespace, cfg: Any, endpoints: list[Any], model: str | None) -> int:

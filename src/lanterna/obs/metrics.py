@@ -70,7 +70,8 @@ class GatewayMetrics:
         "output_tokens", "running_requests", "pool_kv", "pool_queue", "pool_ready", "pod_queue",
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
         "ntpot", "request_sizes", "response_sizes", "prompt_cached_tokens", "plugin_duration",
-        "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed",
+        "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed", "disagg_decisions",
+        "pd_fallbacks",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
@@ -132,6 +133,14 @@ class GatewayMetrics:
         self.upstream_failures_total = Counter("lanterna_gateway_upstream_failures_total",
                                                "Failed upstream attempts by endpoint and reason.",
                                                ("endpoint", "reason"), registry=r)
+        # llm-d's P/D decision counter (decision_type decode-only | prefill-decode), and the prefill legs that
+        # gave no KV (the decode endpoint served the request aggregated) by reason.
+        self.disagg_decisions = Counter("llm_d_inference_scheduler_disagg_decision_total",
+                                        "Total number of disaggregation routing decisions made",
+                                        ("model_name", "decision_type"), registry=r)
+        self.pd_fallbacks = Counter("lanterna_gateway_pd_prefill_fallbacks_total",
+                                    "P/D prefill legs that failed; the decode endpoint prefilled locally.",
+                                    ("reason",), registry=r)
         self.circuit_open = Gauge("lanterna_gateway_circuit_open", "1 while an endpoint's circuit is open.",
                                   ("endpoint",), registry=r)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 ANONYMOUS_TENANT = "anonymous"
 _MAX_SUB_LEN = 64  # bounded flow-id cardinality per tenant is flow control's job; bound the length here
@@ -39,8 +40,10 @@ class Principal:
         return self.models is None or model in self.models
 
 
+@lru_cache(maxsize=64)
 def anonymous(max_priority: int) -> Principal:
-    """The principal of a request in open mode (auth disabled)."""
+    """The principal of a request in open mode (auth disabled). Frozen, so one shared object per ceiling
+    (ceilings come from config): open mode builds nothing per request."""
     return Principal(tenant=ANONYMOUS_TENANT, max_priority=max_priority)
 
 

@@ -140,16 +140,20 @@ class EdgeAuth:
 AUTH: web.AppKey[EdgeAuth] = web.AppKey("lanterna_auth", EdgeAuth)
 
 
+_NO_RIGHTS = anonymous(0)
+
+
 def principal_of(request: web.Request) -> Principal:
     """The caller set by ``auth_middleware``; anonymous (ceiling 0) if the middleware did not run."""
-    return request.get(PRINCIPAL) or anonymous(0)
+    return request.get(PRINCIPAL) or _NO_RIGHTS
 
 
 def authorize(auth: EdgeAuth, request: web.Request) -> None:
     """Authenticate a ``/v1/*`` request and charge its request rate, before its body is read; the principal
     lands on ``request[PRINCIPAL]``. Raises ``Unauthorized`` (401) or ``KeyRateLimited`` (429)."""
     p = auth.authenticate(request.headers)
-    auth.charge_request(p)
+    if p.requests_per_s is not None:  # unlimited (and anonymous) principals always pass: no limiter call
+        auth.charge_request(p)
     request[PRINCIPAL] = p
 
 

@@ -49,24 +49,31 @@ def _failure_reason(err: LanternaError) -> str:
 async def _send(gw: Gateway, call: InferenceCall, ep: Endpoint, path: str, body: bytes, headers: dict[str, str],
                 wait_s: float) -> Opened:
     """One attempt, in an ``upstream`` span (send to first bytes) whose context the upstream receives."""
+    trace = call.trace
+    if not trace.recording:  # the common case: no span; a client's valid traceparent still goes upstream
+        if trace.traceparent:
+            trace.inject(headers)
+        return await _open(gw, ep, path, body, headers, wait_s)
+    with trace.span("upstream") as span:
+        trace.inject(headers)
+        opened = await _open(gw, ep, path, body, headers, wait_s)
+        span.set("server.address", ep.address)
+        span.set("http.response.status_code", opened.status)
+        return opened
+
+
+async def _open(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str],
+                wait_s: float) -> Opened:
     assert gw.upstreams is not None
     watch = gw.waiting_attempts.get(ep.id)
     if watch is None:
         watch = gw.waiting_attempts[ep.id] = set()
-    trace = call.trace
-    with trace.span("upstream") as span:
-        trace.inject(headers)
-        try:
-            opened = await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s,
-                                         watch=watch)
-        except UpstreamTimeout:
-            if not ep.healthy:
-                raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
-            raise
-        if trace.recording:
-            span.set("server.address", ep.address)
-            span.set("http.response.status_code", opened.status)
-        return opened
+    try:
+        return await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s, watch=watch)
+    except UpstreamTimeout:
+        if not ep.healthy:
+            raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
+        raise
 
 
 async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, headers: dict[str, str]

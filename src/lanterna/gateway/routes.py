@@ -54,7 +54,8 @@ async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
         raise
     call.trace, call.path, call.client = request_trace(request), request.path, request.remote
     try:
-        gw.auth.charge_tokens(principal, call.token_estimate)  # 429 per key; nothing is held yet
+        if principal.tokens_per_min is not None:  # a key with a token rate (others always pass)
+            gw.auth.charge_tokens(principal, call.token_estimate)  # 429 per key; nothing is held yet
         async with core.admit(gw, call):
             await core.tokenize(gw, call)
             return await dispatch(gw, request, call)

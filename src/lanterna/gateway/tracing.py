@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from lanterna.errors import LanternaError
-from lanterna.obs.tracing import RequestTrace, Tracer
+from lanterna.obs.tracing import NO_TRACE, TRACEPARENT, RequestTrace, Tracer
 
 _TRACE = "lanterna.trace"  # request-scoped key (aiohttp request mapping)
 _PASS_THROUGH = Tracer(enabled=False)
@@ -28,6 +28,8 @@ def request_trace(request: web.Request) -> RequestTrace:
     """The request's trace: the middleware's when tracing is on, else a pass-through one."""
     trace: RequestTrace | None = request.get(_TRACE)
     if trace is None:
+        if TRACEPARENT not in request.headers:  # most requests: nothing to forward, nothing to build
+            return NO_TRACE
         trace = _PASS_THROUGH.start_request(request.headers)
     return trace
 

@@ -32,16 +32,16 @@ __all__ = ["HistogramChild", "LeanHistogram"]
 class HistogramChild:
     """One label set's buckets (per bucket, not cumulative) and sum."""
 
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
+        self.bounds = bounds
         self.counts = [0] * len(bounds)
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
         # bisect_left: the first bound >= amount, i.e. Prometheus's ``amount <= le``; the last bound is +Inf.
-        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.counts[bisect_left(self.bounds, amount)] += 1
         self.sum += amount
 
     @property

@@ -8,6 +8,8 @@ gateway instance so tests can run several in one process. The per-request histog
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 
 from lanterna.obs.histogram import HistogramChild, LeanHistogram
@@ -51,17 +53,34 @@ class ObjectiveChildren:
                            prompt_tokens: int | None, output_tokens: int | None,
                            cached_tokens: int | None) -> None:
         """Everything GAIE records when a response completes. NTPOT = duration / output tokens (GAIE's
-        definition: end-to-end latency, queueing and prefill included), only when tokens were produced."""
-        self.request_duration.observe(duration_s)
-        self.request_sizes.observe(request_bytes)
-        self.response_sizes.observe(response_bytes)
+        definition: end-to-end latency, queueing and prefill included), only when tokens were produced.
+
+        NOTE: ``HistogramChild.observe`` inlined (same two lines), six times per request."""
+        h = self.request_duration
+        h.counts[bisect_left(h.bounds, duration_s)] += 1
+        h.sum += duration_s
+        h = self.request_sizes
+        h.counts[bisect_left(h.bounds, request_bytes)] += 1
+        h.sum += request_bytes
+        h = self.response_sizes
+        h.counts[bisect_left(h.bounds, response_bytes)] += 1
+        h.sum += response_bytes
         if prompt_tokens is not None:
-            self.input_tokens.observe(prompt_tokens)
+            h = self.input_tokens
+            h.counts[bisect_left(h.bounds, prompt_tokens)] += 1
+            h.sum += prompt_tokens
         if output_tokens:
-            self.output_tokens.observe(output_tokens)
-            self.ntpot.observe(duration_s / output_tokens)
+            h = self.output_tokens
+            h.counts[bisect_left(h.bounds, output_tokens)] += 1
+            h.sum += output_tokens
+            ntpot = duration_s / output_tokens
+            h = self.ntpot
+            h.counts[bisect_left(h.bounds, ntpot)] += 1
+            h.sum += ntpot
         if cached_tokens is not None:
-            self.cached_tokens.observe(cached_tokens)
+            h = self.cached_tokens
+            h.counts[bisect_left(h.bounds, cached_tokens)] += 1
+            h.sum += cached_tokens
 
 
 class GatewayMetrics:

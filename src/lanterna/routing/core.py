@@ -46,6 +46,7 @@ from lanterna.errors import (
     ValidationFailed,
 )
 from lanterna.obs.access import AccessRecord
+from lanterna.obs.tracing import SpanHandle
 from lanterna.routing.accounting import LoadTicket
 from lanterna.routing.call import InferenceCall
 from lanterna.routing.fields import (
@@ -155,10 +156,11 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
     p = principal if principal is not None else anonymous(state.cfg.auth.anonymous_max_priority)
     fields = parse_body(body, kind)
     requested = model or fields.model
-    if requested is not None and not p.may_use(requested):
+    limited = p.models is not None  # a key limited to some models (None: every model, open mode included)
+    if limited and requested is not None and not p.may_use(requested):
         raise Forbidden(f"This API key may not use the model `{requested}`.", param="model")
     target = resolve_model(state, requested, headers)
-    if not p.may_use(target) and (requested is None or target != requested):
+    if limited and not p.may_use(target) and (requested is None or target != requested):
         raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
     if not candidates:
@@ -211,18 +213,25 @@ class Admission:
         self._inner: FlowAdmission | None = None
 
     async def __aenter__(self) -> None:
+        trace = self._call.trace
+        if not trace.recording:  # the common case: no span context manager at all
+            await self._enter()
+            return
+        with trace.span("admission"):
+            await self._enter()
+
+    async def _enter(self) -> None:
         call, state = self._call, self._state
-        with call.trace.span("admission"):
-            if call._objective is None:
-                obj = call._objective = state.metrics.objective(*call.labels)
-                obj.request_total.inc()
-                obj.running.inc()
-            flow = state.flow
-            if flow is not None:
-                sreq = call.sreq
-                adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
-                await adm.__aenter__()
-                self._inner = adm
+        if call._objective is None:
+            obj = call._objective = state.metrics.objective(*call.labels)
+            obj.request_total.inc()
+            obj.running.inc()
+        flow = state.flow
+        if flow is not None:
+            sreq = call.sreq
+            adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
+            await adm.__aenter__()
+            self._inner = adm
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -273,29 +282,36 @@ async def tokenize(state: RoutingState, call: InferenceCall) -> None:
 def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
     """Pick (``NoCapacity`` when nothing fits): fills ``call.result``, ``call.order`` (the scheduler's picks then
     least-loaded fallbacks, breaker-open endpoints left out unless all are) and ``call.prefill`` (P/D)."""
+    trace = call.trace
+    if not trace.recording:  # the common case: no span context manager at all
+        return _schedule(state, call, None)
+    with trace.span("schedule") as span:
+        return _schedule(state, call, span)
+
+
+def _schedule(state: RoutingState, call: InferenceCall, span: SpanHandle | None) -> list[Endpoint]:
     m = state.metrics
-    with call.trace.span("schedule") as span:
-        now = state.clock.now()
-        allowed = state.breakers.allowed(call.candidates, now)
-        sched = call.scheduler = state.scheduler  # this call's scheduler, even if a reload swaps the state's
-        try:
-            result = call.result = sched.schedule(call.sreq, allowed)
-        except NoCapacity:
-            m.scheduled_failed.inc()
-            raise
-        m.scheduled_ok.inc()
-        m.scheduler_e2e.observe(state.clock.now() - now)
-        sched.pre_request(call.sreq, result)
-        order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
-        pf = call.prefill = result.prefill()
-        if isinstance(sched.handler, DisaggProfileHandler):
-            pd = pf is not None and bool(order) and pf.id != order[0].id
-            m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
-        if call.trace.recording:
-            span.set("lanterna.endpoint", order[0].id if order else "")
-            span.set("lanterna.profile", result.primary_profile or "")
-            if pf is not None:
-                span.set("lanterna.prefill_endpoint", pf.id)
+    now = state.clock.now()
+    allowed = state.breakers.allowed(call.candidates, now)
+    sched = call.scheduler = state.scheduler  # this call's scheduler, even if a reload swaps the state's
+    try:
+        result = call.result = sched.schedule(call.sreq, allowed)
+    except NoCapacity:
+        m.scheduled_failed.inc()
+        raise
+    m.scheduled_ok.inc()
+    m.scheduler_e2e.observe(state.clock.now() - now)
+    sched.pre_request(call.sreq, result)
+    order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
+    pf = call.prefill = result.prefill()
+    if isinstance(sched.handler, DisaggProfileHandler):
+        pd = pf is not None and bool(order) and pf.id != order[0].id
+        m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
+    if span is not None:
+        span.set("lanterna.endpoint", order[0].id if order else "")
+        span.set("lanterna.profile", result.primary_profile or "")
+        if pf is not None:
+            span.set("lanterna.prefill_endpoint", pf.id)
     return order
 
 
@@ -410,24 +426,25 @@ def complete(state: RoutingState, call: InferenceCall, status: int | None = None
         trace.set("lanterna.retries", call.retries)
     log = state.access_log
     if log is not None and log.enabled:
-        log.write(access_record(call))
+        log.emit(access_record(call))
 
 
 def access_record(call: InferenceCall) -> AccessRecord:
-    """The access-log line of a completed call (times in ms, addresses of the endpoints that served it)."""
+    """The access-log line of a completed call (times in ms, addresses of the endpoints that served it).
+    Reads the call's fields directly (not its properties): this runs once per request."""
     duration = call.duration_s or 0.0
-    ep, pf = call.endpoint, call.prefill
+    ep, pf, sreq, result, ttft = call.endpoint, call.prefill, call.sreq, call.result, call.ttft_s
     status = call.status or (CLIENT_CLOSED if call.error == CLIENT_GONE else 500)
     return AccessRecord(
-        ts=time.time() - duration, request_id=call.request_id, method=call.method, path=call.path, status=status,
-        duration_ms=round(duration * 1e3, 3), model=call.requested or call.target, adapter=call.adapter,
+        ts=time.time() - duration, request_id=sreq.request_id, method=call.method, path=call.path, status=status,
+        duration_ms=round(duration * 1e3, 3), model=call.requested or call.target, adapter=sreq.lora,
         endpoint=ep.address if ep is not None else None,
         prefill_endpoint=pf.address if pf is not None and ep is not None and pf.id != ep.id else None,
-        profile=call.profile, prompt_tokens=call.prompt_tokens, cached_tokens=call.cached_tokens,
-        output_tokens=call.output_tokens,
-        ttft_ms=round(call.ttft_s * 1e3, 3) if call.ttft_s is not None else None, retries=call.retries,
-        stream=call.stream, fairness_id=call.fairness_id, priority=call.priority, client=call.client,
-        error=call.error)
+        profile=result.primary_profile if result is not None else None, prompt_tokens=call.prompt_tokens,
+        cached_tokens=call.cached_tokens, output_tokens=call.output_tokens,
+        ttft_ms=round(ttft * 1e3, 3) if ttft is not None else None,
+        retries=call.attempts - 1 if call.attempts > 1 else 0, stream=bool(call.fields.stream),
+        fairness_id=sreq.fairness_id, priority=sreq.priority, client=call.client, error=call.error)
 
 
 def rejected(state: RoutingState, err: LanternaError, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,

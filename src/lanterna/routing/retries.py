@@ -118,8 +118,10 @@ def attempt_order(
             seen.add(e.id)
             order.append(e)
     if len(order) < limit:
-        rest = sorted((e for e in candidates if e.id not in seen), key=load_key)
-        order.extend(rest[: limit - len(order)])
+        rest = [e for e in candidates if e.id not in seen]
+        if rest:  # usually empty: one candidate, or the scheduler already ranked them all
+            rest.sort(key=load_key)
+            order.extend(rest[: limit - len(order)])
     return order[:limit]
 
 

@@ -34,7 +34,7 @@ FRAMES = [b'data: {"choices": [{"text": "a"}]}\n\n', b'data: {"choices": [{"text
           b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n', b"data: [DONE]\n\n"]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-FIELDS = [f for f in AccessRecord.__dataclass_fields__]
+FIELDS = list(AccessRecord.__struct_fields__)
 
 
 class Lines(logging.Handler):

@@ -56,9 +56,9 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
         raise UnsupportedMediaType(f"unsupported content-encoding {enc[:40]!r}; use gzip, deflate or none",
                                    param="content-encoding")
     cap = limits.max_body_bytes
-    if request.content_length is not None and not enc and request.content_length > cap:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the {cap}-byte limit",
-                              param="body")
+    declared = request.content_length
+    if declared is not None and not enc and declared > cap:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {cap}-byte limit", param="body")
     content = request.content
     try:
         if content.is_eof():  # the whole body came with the headers (most requests): no deadline to arm

@@ -30,6 +30,7 @@ MODEL_REWRITE = "x-gateway-model-name-rewrite"
 _LLMD_CLIENT = frozenset(("x-llm-d-inference-objective", "x-llm-d-inference-fairness-id"))
 
 _DROP = frozenset((*_HOP_AND_RECOMPUTED, *CLIENT_CREDENTIALS, *INTERNAL_ROUTING))
+_DROP_WITH_REWRITE = _DROP | {MODEL_REWRITE}  # unless config lets the platform's rewrite header through
 
 
 def upstream_headers(incoming: Mapping[str, str] | Iterable[tuple[str, str]], request_id: str, *,
@@ -38,14 +39,9 @@ def upstream_headers(incoming: Mapping[str, str] | Iterable[tuple[str, str]], re
     """Headers for the upstream request: the client's, filtered, plus ``x-request-id``, ``content-type`` and
     the backends' credential. ``extra`` (set by the gateway itself, e.g. ``x-prefiller-host-port``) wins."""
     items = incoming.items() if isinstance(incoming, Mapping) else incoming
-    out: dict[str, str] = {}
-    for k, v in items:
-        low = k.lower()
-        if low in _DROP or (low.startswith("x-llm-d-") and low not in _LLMD_CLIENT):
-            continue
-        if low == MODEL_REWRITE and not allow_model_rewrite:
-            continue
-        out[k] = v
+    drop = _DROP_WITH_REWRITE if not allow_model_rewrite else _DROP
+    out = {k: v for k, v in items
+           if (low := k.lower()) not in drop and (not low.startswith("x-llm-d-") or low in _LLMD_CLIENT)}
     out["x-request-id"] = request_id
     out["content-type"] = "application/json"
     if upstream_api_key:

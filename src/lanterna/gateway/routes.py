@@ -57,7 +57,8 @@ async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
         if principal.tokens_per_min is not None:  # a key with a token rate (others always pass)
             gw.auth.charge_tokens(principal, call.token_estimate)  # 429 per key; nothing is held yet
         async with core.admit(gw, call):
-            await core.tokenize(gw, call)
+            if gw.tokenizer is not None:  # precise routing only: no coroutine otherwise
+                await core.tokenize(gw, call)
             return await dispatch(gw, request, call)
     except LanternaError as err:
         call.status, call.error = err.status, core.error_reason(err)

@@ -61,7 +61,7 @@ from lanterna.routing.fields import (
     prompt_token_ids,
     rewrite_body,
 )
-from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
+from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowController, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
 from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
@@ -213,25 +213,26 @@ class Admission:
         self._inner: FlowAdmission | None = None
 
     async def __aenter__(self) -> None:
-        trace = self._call.trace
-        if not trace.recording:  # the common case: no span context manager at all
-            await self._enter()
-            return
-        with trace.span("admission"):
-            await self._enter()
-
-    async def _enter(self) -> None:
         call, state = self._call, self._state
         if call._objective is None:
             obj = call._objective = state.metrics.objective(*call.labels)
             obj.request_total.inc()
             obj.running.inc()
-        flow = state.flow
-        if flow is not None:
-            sreq = call.sreq
-            adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
+        flow, trace = state.flow, call.trace
+        if trace.recording:
+            with trace.span("admission"):
+                if flow is not None:
+                    adm = self._flow_admission(flow)
+                    await adm.__aenter__()
+                    self._inner = adm
+        elif flow is not None:  # the common case: no span context manager at all
+            adm = self._flow_admission(flow)
             await adm.__aenter__()
             self._inner = adm
+
+    def _flow_admission(self, flow: FlowController) -> FlowAdmission:
+        sreq = self._call.sreq
+        return flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, self._call.target))
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -53,6 +53,8 @@ from lanterna.scheduler.plugins.scorer.prefix_cache import PrefixCacheScorer
 
 TYPE = "cost-model-scorer"
 _STATE_SENT = "lanterna/cost-model/sent"  # (endpoint id, prompt tokens, uncached tokens) added at pre-request
+_STATE_UNCACHED = _STATE_SENT + "/uncached"  # uncached prompt tokens per endpoint id, from ``costs``
+_NO_UNCACHED: dict[str, float] = {}  # read-only default
 _STATE_CACHED = "lanterna/cost-model/cached"  # endpoint id -> cached tokens, once per request
 
 
@@ -165,7 +167,7 @@ class CostModelScorer:
                 + p.kvScale * ld.in_flight_kv_tokens
                 + p.waitingPenalty * e.metrics.num_waiting
             )
-        req.state[_STATE_SENT + "/uncached"] = own
+        req.state[_STATE_UNCACHED] = own
         return out
 
     def score(self, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, float]:
@@ -185,8 +187,10 @@ class CostModelScorer:
         if target is None:
             return
         prompt = float(req.num_prompt_tokens_estimate)
-        uncached = req.state.get(_STATE_SENT + "/uncached", {}).get(target.id, prompt)
-        s = self.sent.setdefault(target.id, _Sent())
+        uncached = req.state.get(_STATE_UNCACHED, _NO_UNCACHED).get(target.id, prompt)
+        s = self.sent.get(target.id)
+        if s is None:  # not ``setdefault(id, _Sent())``: that builds a _Sent per request
+            s = self.sent[target.id] = _Sent()
         s.prompt += prompt
         s.uncached += uncached
         req.state[_STATE_SENT] = (target.id, prompt, uncached)

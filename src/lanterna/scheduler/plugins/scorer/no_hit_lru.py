@@ -71,12 +71,14 @@ class NoHitLRUScorer:
         cold = req.state.get(_COLD)  # set by score(); _any_hit only when this cycle did not score
         if not (cold if cold is not None else not _any_hit(req)):
             return
+        lru = self._lru
         for res in result.profile_results.values():
-            if res.primary is not None:
-                self._lru[res.primary.id] = None
-                self._lru.move_to_end(res.primary.id)
-        while len(self._lru) > self.lru_size:
-            self._lru.popitem(last=False)
+            if res.targets:
+                eid = res.targets[0].id  # the profile's primary pick
+                lru[eid] = None
+                lru.move_to_end(eid)
+        while len(lru) > self.lru_size:
+            lru.popitem(last=False)
 
     def endpoint_removed(self, endpoint_id: str) -> None:
         self._lru.pop(endpoint_id, None)

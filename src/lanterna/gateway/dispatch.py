@@ -17,10 +17,10 @@ from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
+from lanterna.gateway.header_policy import upstream_headers
 from lanterna.gateway.proxy import (
     Opened,
     UpstreamConnectFailed,
-    forward_headers,
     open_upstream,
     response_headers,
 )
@@ -123,9 +123,9 @@ def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
 async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
     order = core.schedule(gw, call)
     auth = gw.auth
-    headers = forward_headers(request.headers, call.request_id,
-                              upstream_api_key=auth.upstream_api_key if auth is not None else None,
-                              allow_model_rewrite=gw.cfg.auth.forward_model_rewrite_header)
+    headers = upstream_headers(request.headers, call.sreq.request_id,
+                               upstream_api_key=auth.upstream_api_key if auth is not None else None,
+                               allow_model_rewrite=gw.cfg.auth.forward_model_rewrite_header)
     path = request.path
     pf = call.prefill
     last_err: LanternaError | None = None
@@ -179,7 +179,7 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
     clean = False
     try:
         hdrs = response_headers(opened.headers)
-        hdrs["x-request-id"] = call.request_id
+        hdrs["x-request-id"] = call.sreq.request_id
         hdrs[HDR_DESTINATION] = ep.id
         if not opened.streaming:
             ticket.first_token()

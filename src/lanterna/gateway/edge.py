@@ -61,20 +61,27 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {cap}-byte limit", param="body")
     content = request.content
     try:
-        if content.is_eof():  # the whole body came with the headers (most requests): no deadline to arm
-            parts = await _read_all(content, cap, enc)
+        if content.is_eof():  # the whole body came with the headers (most requests): no awaits, no deadline
+            body = content.read_nowait()
+            if len(body) > cap:
+                raise _too_large(cap, enc)
         else:
             async with asyncio.timeout(limits.body_timeout_s):
                 parts = await _read_all(content, cap, enc)
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
     except TimeoutError:
         raise RequestTimeout(f"request body not received within {limits.body_timeout_s:g}s",
                              param="body") from None
     except (ContentEncodingError, RequestPayloadError) as exc:  # the parser wraps decode errors in the latter
         what = f"valid {enc} data" if enc and "content-encoding" in str(exc) else "a well-formed HTTP body"
         raise InvalidRequest(f"request body is not {what}", param="body") from None
-    body = parts[0] if len(parts) == 1 else b"".join(parts)
     check_json_body(body, limits.max_json_depth)
     return body
+
+
+def _too_large(cap: int, enc: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds the {cap}-byte limit" + (" after decompression" if enc else ""),
+                           param="body")
 
 
 async def _read_all(content: StreamReader, cap: int, enc: str) -> list[bytes]:
@@ -83,8 +90,7 @@ async def _read_all(content: StreamReader, cap: int, enc: str) -> list[bytes]:
     while chunk := await content.readany():
         size += len(chunk)
         if size > cap:
-            raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit"
-                                  + (" after decompression" if enc else ""), param="body")
+            raise _too_large(cap, enc)
         parts.append(chunk)
     return parts
 

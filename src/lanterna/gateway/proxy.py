@@ -59,7 +59,7 @@ def forward_headers(incoming: Mapping[str, str], request_id: str, extra: Mapping
 
 
 def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _SKIP_RESPONSE)
+    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in _SKIP_RESPONSE])
 
 
 async def open_upstream(

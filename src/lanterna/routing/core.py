@@ -175,6 +175,7 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         body = rewrite_body(body, model=target)
     parent = state.store.base_model_of(target)
     gcfg = state.cfg.gateway
+    objective, fairness = first_header(headers, HDR_OBJECTIVE), first_header(headers, HDR_FAIRNESS)
     sreq = SchedRequest(
         request_id=request_id,
         model=parent or target,
@@ -182,8 +183,9 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         kind=kind,
         headers=headers,
         lora=target if parent else None,
-        priority=effective_priority(first_header(headers, HDR_OBJECTIVE), gcfg.objectives, p),
-        fairness_id=effective_fairness(first_header(headers, HDR_FAIRNESS), p),
+        # no header (most requests): priority 0 under the ceiling, the tenant's own flow
+        priority=effective_priority(objective, gcfg.objectives, p) if objective else min(0, p.max_priority),
+        fairness_id=effective_fairness(fairness, p) if fairness else p.tenant,
         session_token=headers.get(HDR_SESSION),
         max_tokens=_bounded_tokens(fields.max_tokens if fields.max_tokens is not None
                                    else fields.max_completion_tokens),

@@ -34,6 +34,7 @@ from lanterna.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from lanterna.gateway.auth import CLIENT_PATH_PREFIX, ON_REJECT
 from lanterna.gateway.middleware import error_response
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,8 @@ class Shutdown:
         if self.draining:
             err = ServiceUnavailable("The gateway is shutting down; retry on another instance.",
                                      headers={"retry-after": str(self.retry_after_s)})
+            if request.path.startswith(CLIENT_PATH_PREFIX) and (on_reject := request.app.get(ON_REJECT)):
+                on_reject(request, err, None)  # its access-log line, like any refused request
             resp = error_response(err, request.headers.get("x-request-id"))
             resp.force_close()
             return resp

@@ -2,7 +2,8 @@
 
 - no 5xx: the sims never answer 5xx to anything, so a 5xx is the gateway's own failure (or a relay of a
   replica failure the gateway caused, e.g. by forwarding a header it should have consumed);
-- every error body is ``{"error": {"message": str, "type": str, "param": str | null, "code": <status>}}``;
+- every error body is ``{"error": {"message": str, "type": str, "param": str | null, "code": <status>}}``
+  (or an OpenAI code string where OpenAI defines one: ``invalid_api_key``, ``rate_limit_exceeded``);
 - a stream is ``data: <json>`` frames ending with ``data: [DONE]``; an error frame has the same shape;
 - the gateway process is alive and no breaker is open (no replica lost to a client's input).
 """
@@ -36,8 +37,11 @@ def error_obj_problem(data: Any, status: int | None) -> str | None:
         return "message/type not strings"
     if err["param"] is not None and not isinstance(err["param"], str):
         return "param neither string nor null"
-    if not isinstance(err["code"], int) or (status is not None and err["code"] != status):
-        return f"code {err['code']!r} != HTTP status {status}"
+    code = err["code"]
+    if isinstance(code, str):  # OpenAI's own codes (invalid_api_key, rate_limit_exceeded, ...)
+        return None if code else "empty code"
+    if not isinstance(code, int) or (status is not None and code != status):
+        return f"code {code!r} != HTTP status {status}"
     return None
 
 

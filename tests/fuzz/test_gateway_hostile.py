@@ -12,7 +12,6 @@ import gzip
 import http.client
 import json
 import zlib
-from typing import Any
 
 import pytest
 

@@ -125,6 +125,8 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
     last_err: LanternaError | None = None
     n = len(order)
     for i, ep in enumerate(order):
+        if i and not ep.healthy:
+            continue  # declared down since the request was scheduled: not worth another first-byte wait
         send_body, send_headers = call.body, headers
         if pf is not None and pf.id != ep.id:
             pd = await _prefill(gw, call, pf, path, headers)
@@ -155,6 +157,8 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
             last_err = UpstreamFailed(f"the upstream replica answered {opened.status}")
             continue
         return await _respond(gw, request, call, ep, opened, ticket)
+    if not any(e.healthy for e in order):  # every replica tried went down meanwhile: 503, retry later
+        raise core.no_ready_endpoint(call.target)
     raise last_err or UpstreamFailed("no upstream replica could be tried")
 
 

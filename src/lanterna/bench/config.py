@@ -169,6 +169,22 @@ class VirtualFlowControl(_Model):
         return self
 
 
+class TierTarget(_Model):
+    """KV offload tiers of every replica (vLLM's OffloadingConnector / TieringOffloadingSpec, simulated).
+
+    Sizes in GiB of KV per replica (vLLM's ``cpu_bytes_to_use`` / ``--kv-offloading-size``, over all TP
+    ranks) or in GPU-sized blocks (blocks win). ``shared_storage``: one storage tier all replicas share
+    (vLLM's fs tier on a shared mount), sized for the whole cluster; else one private tier per replica."""
+
+    cpu_gib: float | None = Field(None, ge=0)
+    cpu_blocks: int | None = Field(None, ge=0)
+    storage_gib: float | None = Field(None, ge=0)
+    storage_blocks: int | None = Field(None, ge=0)
+    shared_storage: bool = True
+    cpu_bandwidth_gbps: float = Field(25.0, gt=0)  # GB/s (1e9 bytes/s), CPU -> GPU per replica
+    storage_bandwidth_gbps: float = Field(2.0, gt=0)  # storage -> GPU per replica
+
+
 class ClusterTarget(_Model):
     """The virtual-time cluster: N simulated engines + the real scheduler and index."""
 
@@ -183,6 +199,7 @@ class ClusterTarget(_Model):
     max_num_batched_tokens: int = Field(8192, ge=1)
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
+    tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
 
 
 class Slo(_Model):

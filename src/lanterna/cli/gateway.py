@@ -26,16 +26,20 @@ POLICIES: dict[str, str] = {
 }
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``gateway``, ``up`` and ``config show``. Those that mirror a config key default to
-    ``None`` (so the file and ``LANTERNA_*`` env apply) and name the config default in their help."""
+def add_common_arguments(p: argparse.ArgumentParser, *, port: bool = True) -> None:
+    """Flags shared by ``gateway``, ``up``, ``epp`` and ``config show``. Those that mirror a config key default to
+    ``None`` (so the file and ``LANTERNA_*`` env apply) and name the config default in their help. ``port=False``
+    (``epp``, which has its own ports) leaves out ``--port``."""
     from lanterna.config.loader import DEFAULT_SCHEDULER
 
     a = p.add_argument
     a("--config", default=None, metavar="FILE",
       help="YAML config (LanternaConfig tree: gateway, endpoints, scheduler, ...; see examples/stack.yaml)")
     a("--host", default=None, help="listen address (default: 127.0.0.1, gateway.host)")
-    a("--port", type=int, default=None, help="listen port (default: 8000, gateway.port)")
+    if port:
+        a("--port", type=int, default=None, help="listen port (default: 8000, gateway.port)")
+    else:
+        p.set_defaults(port=None)
     a("--endpoint", action="append", default=[], metavar="HOST:PORT",
       help="a model server (real vLLM or sim); repeat for several")
     a("--model", dest="endpoint_model", action="append", default=[], metavar="NAME",

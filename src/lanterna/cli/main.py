@@ -11,6 +11,7 @@ from typing import Any
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("lanterna.cli.up", "gateway + simulated (or given) replicas on loopback: the main job"),
     "gateway": ("lanterna.cli.gateway", "the OpenAI-compatible gateway in front of model servers"),
+    "epp": ("lanterna.cli.epp", "Envoy ext_proc endpoint picker (Gateway API Inference Extension EPP)"),
     "sim": ("lanterna.cli.sim", "a vLLM-compatible simulated model server"),
     "models": ("lanterna.cli.models", "build local test models (tiny random-weight Llama + tokenizer)"),
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),

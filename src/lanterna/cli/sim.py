@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any, NoReturn
@@ -93,6 +94,15 @@ def _lora_modules(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def hash_seed(seed: int) -> int:
+    """Block-hash seed: ``PYTHONHASHSEED`` when set to a number (as vLLM seeds its hashes), else ``--seed``.
+
+    Replicas that share a storage tier must hash alike, so they are started with one PYTHONHASHSEED;
+    the launcher gives each replica its own ``--seed``."""
+    env = os.environ.get("PYTHONHASHSEED", "")
+    return int(env) if env.isdigit() else seed
+
+
 def build(args: argparse.Namespace) -> Any:
     """Validate flags and assemble a ``SimServer`` (raises FlagError with a one-line reason)."""
     from lanterna.cli.sim_tiers import TierFlagError, TierFlags, resolve_tiers
@@ -127,6 +137,16 @@ def build(args: argparse.Namespace) -> Any:
                               tp=profile.tp)
     except TierFlagError as exc:
         raise FlagError(str(exc)) from None
+    storage = None
+    if tiers.storage_root is not None:
+        from lanterna.sim.shared_dir import DirectoryTier, namespace_for
+
+        try:
+            storage = DirectoryTier(tiers.storage_root, namespace_for(args.model, args.block_size, profile.tp),
+                                    tiers.num_storage_blocks)
+            storage.base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FlagError(f"--kv-transfer-config fs root_dir {tiers.storage_root}: {exc.strerror or exc}") from None
     kv_cfg = _json_flag("--kv-events-config", args.kv_events_config) or {}
     names = args.served_model_name or [args.model]
     num_blocks = args.num_gpu_blocks_override or profile.num_gpu_blocks(args.block_size, args.gpu_memory_utilization)
@@ -136,11 +156,12 @@ def build(args: argparse.Namespace) -> Any:
     engine = Engine(EngineConfig(block_size=args.block_size, num_gpu_blocks=num_blocks,
                                  max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, enable_prefix_caching=args.enable_prefix_caching,
-                                 vocab_size=vocab, hash_seed=args.seed, num_cpu_blocks=tiers.num_cpu_blocks,
+                                 vocab_size=vocab, hash_seed=hash_seed(args.seed), num_cpu_blocks=tiers.num_cpu_blocks,
                                  num_storage_blocks=tiers.num_storage_blocks,
                                  kv_bytes_per_token=profile.kv_bytes_per_token,
                                  cpu_bandwidth_bps=tiers.cpu_bandwidth_bps,
-                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed)
+                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed,
+                    storage=storage)
     lora = LoraRegistry(enabled=args.enable_lora, max_loras=args.max_loras)
     for name, path in _lora_modules(args.lora_modules):
         lora.load(name, path)

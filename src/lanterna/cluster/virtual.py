@@ -46,6 +46,7 @@ from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
 from lanterna.cluster.policies import resolve_policy
+from lanterna.cluster.tiers import STORAGE_MOUNT, engine_tier_kwargs, make_shared_storage
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import NoCapacity
 from lanterna.flowcontrol import (
@@ -61,6 +62,7 @@ from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
+from lanterna.sim.tiers import KVTier
 from lanterna.sim.types import EngineRequest, StepOutput
 
 _STEP, _ARRIVE, _SCRAPE, _EXPIRE = 0, 1, 2, 3
@@ -76,15 +78,17 @@ class EngineLike(Protocol):
     def stats(self) -> Any: ...
 
 
-def make_engine(c: ClusterTarget, seed: int) -> EngineLike:
-    """A simulated vLLM engine for ``c.profile`` with the physics step timer."""
+def make_engine(c: ClusterTarget, seed: int, storage: KVTier | None = None) -> EngineLike:
+    """A simulated vLLM engine for ``c.profile`` with the physics step timer and ``c.tiers``;
+    ``storage``: the cluster's shared storage tier (``cluster.tiers.make_shared_storage``)."""
     from lanterna.sim import Engine, EngineConfig, get_profile, make_timer
 
-    blocks = c.num_gpu_blocks or get_profile(c.profile).num_gpu_blocks(c.block_size)
+    p = get_profile(c.profile)
+    blocks = c.num_gpu_blocks or p.num_gpu_blocks(c.block_size)
     cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
                        max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20,
-                       compact_outputs=True)
-    return Engine(cfg, make_timer("physics", c.profile), seed=seed)
+                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c))
+    return Engine(cfg, make_timer("physics", c.profile), seed=seed, storage=storage)
 
 
 @dataclass(slots=True)
@@ -114,9 +118,13 @@ class VirtualCluster:
         self.applier = EventApplier(self.index)
         self.endpoints = [Endpoint(id=f"10.0.{i // 250}.{i % 250 + 1}:8000", address=f"10.0.{i // 250}.{i % 250 + 1}:8000",
                                    models=frozenset({self.c.model})) for i in range(self.c.replicas)]
-        self.engines: list[EngineLike] = [engine_factory(self.c, cfg.seed * 1000 + i) for i in range(self.c.replicas)]
+        self.storage = make_shared_storage(self.c)  # one tier every engine shares, or None
+        self.engines: list[EngineLike] = [
+            engine_factory(self.c, cfg.seed * 1000 + i, *((self.storage,) if self.storage is not None else ()))
+            for i in range(self.c.replicas)]
+        mount = STORAGE_MOUNT if self.storage is not None else None
         for ep in self.endpoints:
-            self.applier.add_endpoint(ep.id, self.c.model)
+            self.applier.add_endpoint(ep.id, self.c.model, storage=mount)
         self.index.set_block_size(self.c.model, self.c.block_size)
         self.sched = Scheduler.from_config(resolve_policy(self.c.policy), rng=random.Random(cfg.seed),
                                            clock=self.clock, services=SchedulerServices(kv_index=self.index))

@@ -3,8 +3,8 @@
 The state (``gateway/state.py``) holds the routing state and the I/O owners: the upstream keep-alive pools
 that carry proxied requests (``gateway/upstream.py``; uncapped: flow control caps concurrency) and one
 aiohttp ``ClientSession`` for health checks, scrapes and tokenization. Long-lived pollers (metrics scrapes,
-health checks, KV-event subscribers, the scheduler config watcher) are owned by a ``cleanup_ctx`` so they
-stop with the app.
+health checks, KV-event subscribers, the scheduler config watcher) run inside ``running(gw)``, which the app's
+``cleanup_ctx`` enters (so they stop with the app) and the ext_proc picker (``lanterna.epp``) enters too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
@@ -45,7 +46,8 @@ from lanterna.scheduler import Scheduler, SchedulerServices, default_epp_config,
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GATEWAY", "Gateway", "build_app", "build_metrics_only_app", "create_gateway", "endpoint_from_spec", "serve"]
+__all__ = ["GATEWAY", "Gateway", "build_app", "build_metrics_only_app", "create_gateway", "endpoint_from_spec",
+           "running", "serve"]
 
 
 def endpoint_from_spec(spec: StaticEndpoint) -> Endpoint:
@@ -95,8 +97,21 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     return gw
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    gw = app[GATEWAY]
+def _chain(first: Callable[[Endpoint, bool], None], then: Callable[[Endpoint, bool], None]
+           ) -> Callable[[Endpoint, bool], None]:
+    def both(ep: Endpoint, healthy: bool) -> None:
+        first(ep, healthy)
+        then(ep, healthy)
+
+    return both
+
+
+@asynccontextmanager
+async def running(gw: Gateway, *, proxy: bool = True,
+                  on_health_change: Callable[[Endpoint, bool], None] | None = None) -> AsyncIterator[None]:
+    """Run the state's pollers (health checks, scrapes, KV-event subscriptions, the config reloader) for the
+    block's duration. ``proxy=False`` (the ext_proc picker: Envoy moves the bytes) opens no upstream pools;
+    ``on_health_change`` is told of each endpoint health transition after the gateway's own handling."""
     t = gw.cfg.gateway.timeouts
     ecfg = gw.cfg.endpoints
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, family=socket.AF_INET)
@@ -104,18 +119,20 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                                                  skip_auto_headers=("User-Agent",))
     upstreams = gw.upstreams
     fetch = None  # scrapes over the lean pools when they are real sockets (a test's transport has no GET)
-    if upstreams is None:
+    if upstreams is None and proxy:
         real = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
         upstreams = gw.upstreams = real
         fetch = real.get
+    on_change = gw.health_changed if on_health_change is None else _chain(gw.health_changed, on_health_change)
     scraper = gw.scraper = MetricsScraper(session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s,
                                           on_scrape=gw.refresh_saturation, fetch=fetch)
     health = gw.health = HealthChecker(session, gw.store, interval_s=ecfg.health_interval_s,
                                        timeout_s=ecfg.scrape_timeout_s, unhealthy_after=ecfg.unhealthy_after,
-                                       on_change=gw.health_changed)
+                                       on_change=on_change)
     # A first health + models round before serving, so /v1/models and routing work from the first request.
     await asyncio.gather(*(health.check_once(ep) for ep in gw.store.all()), return_exceptions=True)
-    await asyncio.gather(*(upstreams.prewarm(ep.address, PREWARM) for ep in gw.store.all() if ep.healthy))
+    if upstreams is not None:
+        await asyncio.gather(*(upstreams.prewarm(ep.address, PREWARM) for ep in gw.store.all() if ep.healthy))
     for ep in gw.store.all():
         scraper.watch(ep)
         health.watch(ep, checked=True)
@@ -132,8 +149,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await stop_precise(gw)
         if gw.flow is not None:
             gw.flow.close()
-        upstreams.close()
+        if upstreams is not None:
+            upstreams.close()
         await session.close()
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async with running(app[GATEWAY]):
+        yield
 
 
 def build_app(gw: Gateway) -> web.Application:

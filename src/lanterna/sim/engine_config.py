@@ -46,3 +46,4 @@ class EngineStats:
     num_prompt_tokens: int
     num_generation_tokens: int
     num_tier_hit_tokens: int = 0  # tokens loaded back from CPU / storage tiers
+    num_storage_hit_tokens: int = 0  # the part of those loaded from (possibly shared) storage

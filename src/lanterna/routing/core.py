@@ -80,6 +80,13 @@ class Verdict(Enum):
 RETRY, ANSWER = Verdict.RETRY, Verdict.ANSWER
 
 
+def no_ready_endpoint(target: str) -> NoCapacity:
+    """503 + ``Retry-After`` for a known model whose endpoints are all down, found before dispatch or while the
+    request's attempts ran (health checks declared them down): honest and retryable, unlike a 502."""
+    return NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
+                      headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S), DROPPED_REASON_HEADER: "no-ready-endpoint"})
+
+
 # -- prepare ------------------------------------------------------------------------------------------------------
 
 
@@ -166,9 +173,7 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         if target not in known and not any(target in e.models for e in state.store.all()):
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
-        raise NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
-                         headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S),
-                                  DROPPED_REASON_HEADER: "no-ready-endpoint"})
+        raise no_ready_endpoint(target)
     if target != fields.model:
         body = rewrite_body(body, model=target)
     parent = state.store.base_model_of(target)

@@ -96,7 +96,7 @@ def shared_prefix_items(cfg: SharedPrefixWorkload, seed: int) -> Iterator[WorkIt
     order = [(g, p) for g in range(cfg.num_groups) for p in range(cfg.prompts_per_group)]
     idx = 0
     while True:
-        rng.shuffle(order)  # type: ignore[arg-type]
+        rng.shuffle(order)
         for g, p in order:
             segs = (systems[g], questions[g][p]) if cfg.system_len else (questions[g][p],)
             yield WorkItem(idx, segs, cfg.output_len, group=g)

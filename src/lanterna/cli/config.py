@@ -36,7 +36,7 @@ def effective_tree(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_from_args(args)
     tree: dict[str, Any] = cfg.model_dump(mode="json")
     if not getattr(args, "scheduler_as_given", False):
-        from lanterna.config.epp import default_epp_config, load_epp_config
+        from lanterna.scheduler import default_epp_config, load_epp_config
 
         epp = load_epp_config(cfg.scheduler) if cfg.scheduler else default_epp_config()
         tree["scheduler"] = epp.model_dump(mode="json", exclude_none=True)

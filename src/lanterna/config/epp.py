@@ -3,6 +3,9 @@
 Kept verbatim-compatible so llm-d users bring their configs: ``plugins: [{name?, type, parameters?}]``,
 ``schedulingProfiles: [{name, plugins: [{pluginRef, weight?}]}]``; a plugin's name defaults to its type
 and a weight to 1. Every problem becomes one ``ConfigError`` whose message names the offending entry.
+
+This module checks the document's shape only; plugin types and parameters are the scheduler's to judge
+(``lanterna.scheduler.load_epp_config`` does both), so config never imports the scheduler.
 """
 
 from __future__ import annotations
@@ -148,7 +151,6 @@ def parse_epp_config(data: Mapping[str, Any]) -> EppConfig:
         cfg = EppConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(f"invalid EndpointPickerConfig: {_format(exc)}") from None
-    _check_plugins(cfg)
     return cfg
 
 
@@ -177,18 +179,3 @@ def load_epp_config(source: str | Path | Mapping[str, Any]) -> EppConfig:
     if data is None:
         raise ConfigError("scheduler config is empty")
     return parse_epp_config(data)
-
-
-def _check_plugins(cfg: EppConfig) -> None:
-    """Types must be registered and parameters valid; profile wiring must be buildable."""
-    from lanterna.scheduler.framework import registry  # late: scheduler imports this module
-
-    for p in cfg.plugins:
-        registry.validate_params(p.type, p.instance_name, p.parameters)
-    if len(cfg.schedulingProfiles) > 1:
-        kinds = {registry.canonical_type(p.type) for p in cfg.plugins}
-        if not kinds & {"disagg-profile-handler", "single-profile-handler"}:
-            raise ConfigError(
-                f"{len(cfg.schedulingProfiles)} scheduling profiles need a profile handler plugin "
-                "(e.g. disagg-profile-handler); only a single profile defaults to single-profile-handler"
-            )

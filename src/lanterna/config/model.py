@@ -16,14 +16,26 @@ class _Section(BaseModel):
 
 
 class TimeoutsConfig(_Section):
-    """Per-endpoint deadlines. ``first_byte_s`` bounds the wait for the first response bytes: the first
-    SSE chunk of a stream, or the whole body of a non-streaming call (vLLM sends nothing until done)."""
+    """Per-attempt and per-request deadlines, chosen to fail fast (a stalled replica costs seconds, not minutes).
+
+    The wait for an attempt's first bytes is derived from the request: ``first_byte_floor_s`` plus the
+    estimated queue (``queue_s_per_waiting`` per request waiting on the endpoint) and prefill (prompt plus
+    in-flight prefill tokens at ``prefill_tokens_per_s``), capped at ``first_byte_s``. A non-streaming answer
+    arrives whole, so its wait adds ``decode_s_per_token`` per requested output token (``stream_idle_s``
+    when the request sets no limit). ``request_s`` is the default deadline for the whole request (None: none);
+    a client's ``x-request-timeout`` header may set its own, at most ``max_request_s``."""
 
     # TCP connect only (nothing sent yet, so a failure is retried elsewhere). 4 s outlasts the SYN retransmits
     # at 1 s and 3 s that a burst of new connections overflowing a server's listen backlog causes.
     connect_s: float = Field(default=4.0, gt=0)
-    first_byte_s: float = Field(default=120.0, gt=0)
+    first_byte_s: float = Field(default=30.0, gt=0)
+    first_byte_floor_s: float = Field(default=5.0, gt=0)
+    prefill_tokens_per_s: float = Field(default=2000.0, gt=0)
+    queue_s_per_waiting: float = Field(default=0.5, ge=0)
+    decode_s_per_token: float = Field(default=0.05, ge=0)
     stream_idle_s: float = Field(default=120.0, gt=0)  # longest silence allowed mid-stream
+    request_s: float | None = Field(default=None, gt=0)
+    max_request_s: float = Field(default=600.0, gt=0)
 
 
 class RetryConfig(_Section):

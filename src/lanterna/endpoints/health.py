@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aiohttp
 import msgspec
@@ -45,6 +46,7 @@ class HealthChecker:
         timeout_s: float = 1.0,
         unhealthy_after: int = 3,
         discover_models: bool = True,
+        on_change: Callable[[Endpoint, bool], None] | None = None,
     ) -> None:
         self._session = session
         self._store = store
@@ -52,6 +54,7 @@ class HealthChecker:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._unhealthy_after = unhealthy_after
         self._discover_models = discover_models
+        self._on_change = on_change  # told of every healthy <-> unhealthy transition (the gateway fails over)
         self._failures: dict[str, int] = {}
         self._tasks = EndpointTasks("health")
 
@@ -85,13 +88,17 @@ class HealthChecker:
             self._failures[ep.id] = 0
             if not ep.healthy:
                 log.info("endpoint_healthy", extra={"endpoint": ep.id})
-            self._store.set_healthy(ep, True)
+                self._store.set_healthy(ep, True)
+                if self._on_change is not None:
+                    self._on_change(ep, True)
         else:
             n = self._failures.get(ep.id, 0) + 1
             self._failures[ep.id] = n
             if n >= self._unhealthy_after and ep.healthy:
                 log.warning("endpoint_unhealthy", extra={"endpoint": ep.id, "failures": n})
                 self._store.set_healthy(ep, False)
+                if self._on_change is not None:
+                    self._on_change(ep, False)
         return ok
 
     async def _loop(self, ep: Endpoint, checked: bool) -> None:

@@ -21,8 +21,10 @@ import orjson
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
-from lanterna.gateway.app import GATEWAY
-from lanterna.scheduler.framework.types import SchedRequest
+from lanterna.gateway.state import GATEWAY
+from lanterna.routing import core
+from lanterna.scheduler import Scheduler
+from lanterna.scheduler.framework.types import ApiKind, SchedRequest
 
 
 def _clamp(s: float) -> float:
@@ -48,7 +50,7 @@ def _profile_breakdown(prof: Any, req: SchedRequest, candidates: list[Endpoint])
     return {"endpoints": per, "filtered_out": sorted(e.id for e in candidates if e.id not in kept)}
 
 
-def explain(sched: Any, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, Any]:
+def explain(sched: Scheduler, req: SchedRequest, candidates: list[Endpoint]) -> dict[str, Any]:
     """Schedule ``req`` on a copy of the random state and break every profile's totals down by scorer."""
     saved: random.Random = sched.rng
     probe = random.Random()
@@ -73,13 +75,13 @@ def explain(sched: Any, req: SchedRequest, candidates: list[Endpoint]) -> dict[s
 
 
 async def debug_score(request: web.Request) -> web.Response:
-    from lanterna.gateway.routes import prepare
-
     gw = request.app[GATEWAY]
     body = await request.read()
-    kind = "chat" if b'"messages"' in body else "completions"
-    p = await prepare(gw, request.headers, body, kind, model=request.query.get("model"))
-    out = {"model": p.target, "kind": kind,
-           "num_prompt_tokens": len(p.sreq.token_ids) if p.sreq.token_ids is not None else None,
-           "candidates": [e.id for e in p.candidates], **explain(gw.scheduler, p.sreq, p.candidates)}
+    kind: ApiKind = "chat" if b'"messages"' in body else "completions"
+    call = core.prepare(gw, request.headers, body, kind, model=request.query.get("model"))
+    await core.tokenize(gw, call)
+    sreq = call.sreq
+    out = {"model": call.target, "kind": kind,
+           "num_prompt_tokens": len(sreq.token_ids) if sreq.token_ids is not None else None,
+           "candidates": [e.id for e in call.candidates], **explain(gw.scheduler, sreq, call.candidates)}
     return web.Response(body=orjson.dumps(out), content_type="application/json")

@@ -1,24 +1,23 @@
-"""Dispatch one admitted request: schedule, try endpoints in order, answer or relay, account.
+"""The HTTP face of one admitted request: schedule, try endpoints in order, answer or relay.
 
-Retry rule: an attempt may fail over to the next endpoint only while nothing has reached the client
-(``open_upstream`` has not returned first bytes). Once the response is prepared, an upstream failure
-ends the stream with an OpenAI error frame instead. Load tickets are released in ``finally`` blocks,
-so every exit (success, upstream death, client disconnect, cancellation) returns ``Endpoint.load`` to
-where it was.
+The decisions are the routing core's (``lanterna.routing.core``: the plan, attempt deadlines, breaker verdicts,
+the 5xx rule); this module moves bytes. An attempt may fail over to the next endpoint only while nothing has
+reached the client (``open_upstream`` has not returned first bytes); once the response is prepared, an upstream
+failure ends the stream with an OpenAI error frame instead. Every attempt ends in exactly one breaker verdict
+or ``attempt_abandoned`` (cancellation, client disconnect), and load tickets are released in ``finally``
+blocks, so every exit returns ``Endpoint.load`` and the half-open probe slot to where they were.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 
 import orjson
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
-from lanterna.gateway.accounting import LoadTicket
-from lanterna.gateway.app import Gateway
 from lanterna.gateway.proxy import (
     Opened,
     UpstreamConnectFailed,
@@ -26,141 +25,170 @@ from lanterna.gateway.proxy import (
     open_upstream,
     response_headers,
 )
-from lanterna.gateway.request import HDR_DESTINATION, HDR_PREFILLER, rewrite_body
-from lanterna.gateway.retries import attempt_order, retryable_status
-from lanterna.gateway.streaming import SSEResponse, Usage, relay_stream, usage_from_body
-from lanterna.scheduler.framework.types import SchedRequest, SchedulingResult
+from lanterna.gateway.state import Gateway
+from lanterna.gateway.streaming import SSEResponse, error_frame, relay_stream, usage_from_body
+from lanterna.routing import core
+from lanterna.routing.accounting import LoadTicket
+from lanterna.routing.call import InferenceCall
+from lanterna.routing.fields import HDR_DESTINATION, HDR_PREFILLER, rewrite_body
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
 _KV_PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
                       "remote_block_ids": None, "remote_host": None, "remote_port": None}
 
 
-def _record_failure(gw: Gateway, ep: Endpoint, reason: str) -> None:
-    gw.metrics.upstream_failures_total.labels(ep.id, reason).inc()
-    if gw.breakers.get(ep.id).on_failure(gw.clock.now()):
-        log.warning("circuit_opened", extra={"endpoint": ep.id, "reason": reason})
+class EndpointWentUnhealthy(UpstreamFailed):
+    """The health checker declared the endpoint down while this attempt waited for first bytes."""
 
 
 def _failure_reason(err: LanternaError) -> str:
     if isinstance(err, UpstreamConnectFailed):
         return "connect"  # nothing was sent
+    if isinstance(err, EndpointWentUnhealthy):
+        return "unhealthy"
     return "timeout" if isinstance(err, UpstreamTimeout) else "error"
 
 
-async def _attempt(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str]) -> Opened:
-    gw.breakers.get(ep.id).begin(gw.clock.now())
+async def _send(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str], wait_s: float) -> Opened:
     assert gw.upstreams is not None
-    return await open_upstream(gw.upstreams, ep.address, path, body, headers,
-                               first_byte_s=gw.cfg.gateway.timeouts.first_byte_s)
+    watch = gw.waiting_attempts.get(ep.id)
+    if watch is None:
+        watch = gw.waiting_attempts[ep.id] = set()
+    try:
+        return await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s, watch=watch)
+    except UpstreamTimeout:
+        if not ep.healthy:
+            raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
+        raise
 
 
-async def _prefill(gw: Gateway, pf: Endpoint, path: str, kind: str, body: bytes, headers: dict[str, str],
-                   prompt_tokens: int) -> tuple[bytes, dict[str, str]] | None:
+async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, headers: dict[str, str]
+                   ) -> tuple[bytes, dict[str, str]] | None:
     """P/D (PROTOCOLS.md section 4): prefill remotely, return the decode body carrying the returned
     ``kv_transfer_params``. None when prefill failed: the decode endpoint then prefills locally."""
     extra: dict[str, object] = {"kv_transfer_params": _KV_PREFILL_PARAMS, "stream": False, "stream_options": None,
                                 "max_tokens": 1}
-    if kind == "chat":
+    if call.kind == "chat":
         extra["max_completion_tokens"] = 1
-    with LoadTicket(pf, prompt_tokens, 1):
+    wait_s = core.attempt_timeout(gw, call, pf)
+    breaker = gw.breakers.get(pf.id)
+    breaker.begin(gw.clock.now())
+    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
         try:
-            opened = await _attempt(gw, pf, path, rewrite_body(body, **extra), headers)
+            opened = await _send(gw, pf, path, rewrite_body(call.body, **extra), headers, wait_s)
         except LanternaError as err:
-            _record_failure(gw, pf, type(err).__name__)
+            core.attempt_failed(gw, call, pf, _failure_reason(err))
             log.warning("prefill_failed", extra={"endpoint": pf.id, "error": err.message})
             return None
+        except BaseException:
+            core.attempt_abandoned(gw, pf)
+            raise
     try:
-        if opened.status != 200:
-            _record_failure(gw, pf, f"http_{opened.status}")
+        if opened.status >= 500:
+            core.attempt_failed(gw, call, pf, f"http_{opened.status}")
             return None
-        gw.breakers.get(pf.id).on_success()
+        if opened.status != 200:
+            breaker.on_success()  # alive; it refused this request
+            return None
+        breaker.on_success()
         kv = orjson.loads(opened.first).get("kv_transfer_params")
     except (orjson.JSONDecodeError, AttributeError):
         return None
     finally:
         opened.response.release()
-    return rewrite_body(body, kv_transfer_params=kv), {**headers, HDR_PREFILLER: pf.address}
+    return rewrite_body(call.body, kv_transfer_params=kv), {**headers, HDR_PREFILLER: pf.address}
 
 
-async def dispatch(gw: Gateway, request: web.Request, sreq: SchedRequest, body: bytes, stream: bool,
-                   candidates: list[Endpoint], labels: tuple[str, str], started: float) -> web.StreamResponse:
-    allowed = gw.breakers.allowed(candidates, gw.clock.now())
-    sched = gw.scheduler  # this request's scheduler, even if a config reload swaps gw.scheduler meanwhile
-    t0 = time.perf_counter()
-    result: SchedulingResult = sched.schedule(sreq, allowed)  # type: ignore[attr-defined]
-    gw.metrics.scheduler_e2e.observe(time.perf_counter() - t0)
-    sched.pre_request(sreq, result)  # type: ignore[attr-defined]
-    order = attempt_order(result.targets, allowed, gw.cfg.gateway.retries.max_attempts)
-    prompt_tokens = sreq.num_prompt_tokens_estimate
-    max_tokens = max(0, sreq.max_tokens if sreq.max_tokens is not None else _DEFAULT_MAX_TOKENS)
-    headers = forward_headers(request.headers, sreq.request_id)
+def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
+    return call.deadline is not None and gw.clock.now() >= call.deadline - 0.001
+
+
+async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
+    order = core.schedule(gw, call)
+    headers = forward_headers(request.headers, call.request_id)
     path = request.path
-    pf = result.prefill()
+    pf = call.prefill
     last_err: LanternaError | None = None
+    n = len(order)
     for i, ep in enumerate(order):
-        if i:
-            gw.metrics.retries_total.inc()
-        ticket = LoadTicket(ep, prompt_tokens, max_tokens)
+        send_body, send_headers = call.body, headers
+        if pf is not None and pf.id != ep.id:
+            pd = await _prefill(gw, call, pf, path, headers)
+            if pd is not None:
+                send_body, send_headers = pd
+        wait_s = core.attempt_timeout(gw, call, ep)  # UpstreamTimeout once the request's deadline passed
+        ticket = core.begin_attempt(gw, call, ep)
         try:
-            send_body, send_headers = body, headers
-            if pf is not None and pf.id != ep.id:
-                pd = await _prefill(gw, pf, path, sreq.kind, body, headers, prompt_tokens)
-                if pd is not None:
-                    send_body, send_headers = pd
-            opened = await _attempt(gw, ep, path, send_body, send_headers)
+            opened = await _send(gw, ep, path, send_body, send_headers, wait_s)
         except LanternaError as err:
             ticket.release()
-            _record_failure(gw, ep, _failure_reason(err))
+            if _past_deadline(gw, call):
+                core.attempt_abandoned(gw, ep)  # the client's deadline, not the endpoint's fault
+                raise UpstreamTimeout("the request's deadline passed before an upstream replica answered") from None
+            core.attempt_failed(gw, call, ep, _failure_reason(err))
             log.warning("upstream_attempt_failed", extra={"endpoint": ep.id, "attempt": i + 1, "error": err.message})
             last_err = err
             continue
-        except BaseException:
+        except BaseException:  # cancelled: the client left, or the server is stopping
             ticket.release()
+            core.attempt_abandoned(gw, ep)
             raise
-        if retryable_status(opened.status) and i + 1 < len(order):
+        if core.answered(gw, call, ep, opened.status, last=i + 1 == n) is core.RETRY:
             opened.response.release()
             ticket.release()
-            _record_failure(gw, ep, f"http_{opened.status}")
-            last_err = UpstreamFailed(f"endpoint {ep.id} answered {opened.status}")
+            log.warning("upstream_attempt_failed", extra={"endpoint": ep.id, "attempt": i + 1,
+                                                          "status": opened.status})
+            last_err = UpstreamFailed(f"the upstream replica answered {opened.status}")
             continue
-        return await _respond(gw, sched, request, sreq, result, ep, opened, ticket, labels, started)
-    raise last_err or UpstreamFailed("no endpoint could be tried")
+        return await _respond(gw, request, call, ep, opened, ticket)
+    raise last_err or UpstreamFailed("no upstream replica could be tried")
 
 
-async def _respond(gw: Gateway, sched: object, request: web.Request, sreq: SchedRequest, result: SchedulingResult, ep: Endpoint,
-                   opened: Opened, ticket: LoadTicket, labels: tuple[str, str], started: float) -> web.StreamResponse:
+async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: Endpoint, opened: Opened,
+                   ticket: LoadTicket) -> web.StreamResponse:
     """Answer from an opened upstream; owns ``ticket`` and ``opened.response`` from here on."""
-    m = gw.metrics
-    usage: Usage | None = None
-    frames = 0
+    core.served(gw, call, ep, opened.status)
+    call.ttft_s = gw.clock.now() - call.started
     clean = False
-    status = opened.status
     try:
         hdrs = response_headers(opened.headers)
-        hdrs["x-request-id"] = sreq.request_id
+        hdrs["x-request-id"] = call.request_id
         hdrs[HDR_DESTINATION] = ep.id
         if not opened.streaming:
             ticket.first_token()
-            if status < 500:
-                gw.breakers.get(ep.id).on_success()
-            else:
-                _record_failure(gw, ep, f"http_{status}")
-            usage = usage_from_body(opened.first) if status == 200 else None
+            usage = usage_from_body(opened.first) if opened.status == 200 else None
+            if usage is not None:
+                call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
+                call.cached_tokens = usage.cached_tokens
             clean = True
-            return web.Response(status=status, body=opened.first, headers=hdrs)
-        out = SSEResponse(status=status, headers=hdrs)
+            return web.Response(status=opened.status, body=opened.first, headers=hdrs)
+        out = SSEResponse(status=opened.status, headers=hdrs)
         await out.prepare(request)
-        outcome = await relay_stream(opened.response, opened.first, out, ticket)
-        usage, frames = outcome.usage, outcome.num_frames
+        try:
+            if call.deadline is None:
+                outcome = await relay_stream(opened.response, opened.first, out, ticket)
+            else:
+                async with asyncio.timeout(max(0.0, call.deadline - gw.clock.now())):
+                    outcome = await relay_stream(opened.response, opened.first, out, ticket)
+        except TimeoutError:  # the request's deadline passed mid-stream
+            call.status = UpstreamTimeout.status
+            try:
+                await out.write_eof(error_frame(UpstreamTimeout("the request's deadline passed")))
+            except (ConnectionResetError, OSError):
+                pass
+            return out
+        usage = outcome.usage
+        if usage is not None:
+            call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
+            call.cached_tokens = usage.cached_tokens
+        elif outcome.num_frames:
+            call.output_tokens = max(0, outcome.num_frames - 1)
         if outcome.upstream_error is not None:
-            status = outcome.upstream_error.status
-            _record_failure(gw, ep, "mid_stream")
+            call.status = outcome.upstream_error.status
+            core.attempt_failed(gw, call, ep, "mid_stream")
             log.warning("upstream_died_mid_stream", extra={"endpoint": ep.id, "error": outcome.upstream_error.message})
         else:
-            gw.breakers.get(ep.id).on_success()
             clean = not outcome.client_gone
         if not outcome.client_gone:
             try:
@@ -174,14 +202,3 @@ async def _respond(gw: Gateway, sched: object, request: web.Request, sreq: Sched
             opened.response.release()
         else:
             opened.response.close()  # drops the upstream connection: vLLM aborts the request
-        cached = usage.cached_tokens if usage is not None else None
-        sched.response_complete(sreq, result, ep.id, cached)  # type: ignore[attr-defined]
-        if status >= 400:
-            m.request_error_total.labels(*labels, str(status)).inc()
-        obj = m.objective(*labels)
-        obj.request_duration.observe(time.perf_counter() - started)
-        if usage is not None:
-            obj.input_tokens.observe(usage.prompt_tokens)
-            obj.output_tokens.observe(usage.completion_tokens)
-        elif frames:
-            obj.output_tokens.observe(max(0, frames - 1))

@@ -20,14 +20,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from lanterna.config.epp import EppConfig
 from lanterna.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lanterna.gateway.app import Gateway
+from lanterna.routing.state import RoutingState
+from lanterna.scheduler import Scheduler, SchedulerServices, load_epp_config
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +58,25 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def build_scheduler(gw: Gateway, epp: Any) -> object:
-    """A scheduler for ``epp`` sharing the gateway's rng, clock and KV-event index (raises ConfigError)."""
-    from lanterna.gateway.precise import uses_precise
-    from lanterna.scheduler import Scheduler, SchedulerServices
+PRECISE_TYPE = "precise-prefix-cache-scorer"
 
+
+def uses_precise(epp: EppConfig) -> bool:
+    return any(p.type == PRECISE_TYPE for p in epp.plugins)
+
+
+def build_scheduler(gw: RoutingState, epp: EppConfig) -> Scheduler:
+    """A scheduler for ``epp`` sharing the gateway's rng, clock and KV-event index (raises ConfigError)."""
     if uses_precise(epp) and gw.kv_index is None and gw.cfg.kvindex.enabled:
         raise ConfigError("precise-prefix-cache-scorer was not configured at startup; restart the gateway to "
                           "enable precise routing")
-    return Scheduler.from_config(epp, rng=gw.rng, clock=gw.clock,  # type: ignore[arg-type]
-                                 services=SchedulerServices(kv_index=gw.kv_index))  # type: ignore[arg-type]
+    return Scheduler.from_config(epp, rng=gw.rng, clock=gw.clock, services=SchedulerServices(kv_index=gw.kv_index))
 
 
 class SchedulerReloader:
     """One polling task per gateway, owned by the app's cleanup context."""
 
-    def __init__(self, gw: Gateway, path: str | Path, interval_s: float) -> None:
+    def __init__(self, gw: RoutingState, path: str | Path, interval_s: float) -> None:
         self._gw = gw
         self.path = Path(path)
         self._interval_s = interval_s
@@ -115,8 +117,6 @@ class SchedulerReloader:
         return result
 
     async def _reload(self) -> ReloadResult:
-        from lanterna.config.epp import load_epp_config
-
         try:
             epp = await asyncio.to_thread(load_epp_config, self.path)
             sched = build_scheduler(self._gw, epp)
@@ -146,7 +146,7 @@ class SchedulerReloader:
                 log.exception("scheduler_config_reload_error", extra={"path": str(self.path)})
 
 
-def start_reloader(gw: Gateway) -> SchedulerReloader | None:
+def start_reloader(gw: RoutingState) -> SchedulerReloader | None:
     """Watch the scheduler config when it is a file and reloading is on (``gateway.scheduler_reload_s`` > 0)."""
     src = gw.cfg.scheduler
     interval = gw.cfg.gateway.scheduler_reload_s

@@ -18,8 +18,8 @@ import msgspec
 from aiohttp import web
 
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
-from lanterna.gateway.accounting import LoadTicket
-from lanterna.gateway.upstream import UpstreamResponse
+from lanterna.gateway.transport import UpstreamReply
+from lanterna.routing.accounting import LoadTicket
 
 _TAIL_KEEP = 8192
 _DONE = b"data: [DONE]\n\n"
@@ -106,7 +106,7 @@ async def _send(out: web.StreamResponse, data: bytes, last: bool) -> bool:
 
 
 async def relay_stream(
-    upstream: UpstreamResponse, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
+    upstream: UpstreamReply, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
 ) -> RelayOutcome:
     """Write ``first`` (already read, so retries were possible until now) then the rest of the stream.
 

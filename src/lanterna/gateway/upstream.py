@@ -26,11 +26,11 @@ from collections.abc import Mapping
 import httptools
 from multidict import CIMultiDict
 
+from lanterna.gateway.transport import ConnectError
+
+__all__ = ["ConnectError", "UpstreamResponse", "Upstreams"]
+
 _PAUSE_AT = 256 * 1024  # buffered unread response bytes before the socket stops being read
-
-
-class ConnectError(OSError):
-    """No connection to the upstream (refused, unreachable, or the connect timeout passed)."""
 
 
 class _Stale(ConnectionResetError):

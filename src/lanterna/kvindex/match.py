@@ -129,7 +129,7 @@ def _walk_gpu_only(
             if enc is None:
                 h = xxh(hdr + body[offs[i] : offs[i + 1]], h)
             else:
-                h = xxh(enc(token_ids[i * bs : i * bs + bs]), h)  # type: ignore[index]
+                h = xxh(enc(token_ids[i * bs : i * bs + bs]), h)
             m = gget(h)
             if m is None:
                 ended.append((alive, i))

@@ -8,13 +8,8 @@ Public API (used by the gateway, the ext_proc picker and the virtual-time cluste
     sched.pre_request(req, result); ...; sched.response_complete(req, result, endpoint_id, cached_tokens)
 """
 
-from lanterna.config.epp import (
-    EppConfig,
-    default_epp_config,
-    lanterna_recommended_config,
-    load_epp_config,
-    parse_epp_config,
-)
+from lanterna.config.epp import EppConfig, default_epp_config, lanterna_recommended_config
+from lanterna.scheduler.config import check_plugins, load_epp_config, parse_epp_config
 from lanterna.scheduler.framework.interfaces import KVIndexView, SchedulerServices
 from lanterna.scheduler.framework.registry import known_types, register
 from lanterna.scheduler.framework.scheduler import Scheduler
@@ -34,6 +29,7 @@ __all__ = [
     "Scheduler",
     "SchedulerServices",
     "SchedulingResult",
+    "check_plugins",
     "default_epp_config",
     "known_types",
     "lanterna_recommended_config",

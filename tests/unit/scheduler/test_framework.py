@@ -37,7 +37,7 @@ def cfg(scorers, picker="max-score-picker", extra=()):
 
 
 def sched_from(d, seed=0):
-    from lanterna.config.epp import parse_epp_config
+    from lanterna.scheduler import parse_epp_config
 
     return scheduler(parse_epp_config(d), seed=seed)
 

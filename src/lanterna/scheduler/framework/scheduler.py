@@ -11,21 +11,23 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from lanterna.clock import Clock, MonotonicClock
-from lanterna.config.epp import EppConfig
+from lanterna.config.epp import EppConfig, ProfilePluginRef
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import ConfigError, NoCapacity
 from lanterna.scheduler.framework import registry
 from lanterna.scheduler.framework.interfaces import (
     DataProducer,
+    Filter,
     Picker,
     Plugin,
     PreRequest,
     ProfileHandler,
     ResponseComplete,
     SchedulerServices,
+    Scorer,
 )
 from lanterna.scheduler.framework.profile import SchedulerProfile, WeightedScorer
 from lanterna.scheduler.framework.timing import (
@@ -42,12 +44,20 @@ from lanterna.scheduler.framework.types import ProfileResult, SchedRequest, Sche
 MAX_PROFILE_ROUNDS = 8  # a handler that keeps asking for profiles is a bug, not a reason to spin
 
 
-def _is_handler(p: object) -> bool:
+def _is_handler(p: object) -> TypeGuard[ProfileHandler]:
     return callable(getattr(p, "process_results", None)) and callable(getattr(p, "pick", None))
 
 
-def _is_picker(p: object) -> bool:
+def _is_picker(p: object) -> TypeGuard[Picker]:
     return callable(getattr(p, "pick", None)) and not _is_handler(p)
+
+
+def _is_filter(p: object) -> TypeGuard[Filter]:
+    return callable(getattr(p, "filter", None))
+
+
+def _is_scorer(p: object) -> TypeGuard[Scorer]:
+    return callable(getattr(p, "score", None))
 
 
 class Scheduler:
@@ -116,11 +126,14 @@ class Scheduler:
                     cfg.schedulingProfiles}
         handlers = [p for p in plugins.values() if _is_handler(p)]
         if len(handlers) > 1:
-            raise ConfigError(f"more than one profile handler: {', '.join(h.name for h in handlers)}")
+            names = [n for n, p in plugins.items() if _is_handler(p)]
+            raise ConfigError(f"more than one profile handler: {', '.join(names)}")
         if handlers:
-            handler: ProfileHandler = handlers[0]  # type: ignore[assignment]
+            handler: ProfileHandler = handlers[0]
         elif len(profiles) == 1:
-            handler = registry.build("single-profile-handler", "single-profile-handler", {}, services)  # type: ignore[assignment]
+            built = registry.build("single-profile-handler", "single-profile-handler", {}, services)
+            assert _is_handler(built)
+            handler = built
         else:
             raise ConfigError("several scheduling profiles need a profile handler (e.g. disagg-profile-handler)")
         check = getattr(handler, "check_profiles", None)
@@ -168,28 +181,29 @@ class Scheduler:
 
 
 def _build_profile(
-    name: str, refs: list, plugins: Mapping[str, Plugin], services: SchedulerServices  # type: ignore[type-arg]
+    name: str, refs: list[ProfilePluginRef], plugins: Mapping[str, Plugin], services: SchedulerServices
 ) -> SchedulerProfile:
     prof = SchedulerProfile(name=name)
     for ref in refs:
         p = plugins[ref.pluginRef]
         used = False
-        if callable(getattr(p, "filter", None)):
-            prof.filters.append(p)  # type: ignore[arg-type]
+        if _is_filter(p):
+            prof.filters.append(p)
             used = True
-        if callable(getattr(p, "score", None)):
-            prof.scorers.append(WeightedScorer(p, ref.effective_weight))  # type: ignore[arg-type]
+        if _is_scorer(p):
+            prof.scorers.append(WeightedScorer(p, ref.effective_weight))
             used = True
         if _is_picker(p):
             if prof.picker is not None:
-                raise ConfigError(f"profile {name!r} has more than one picker ({prof.picker.name}, {p.name})")  # type: ignore[attr-defined]
-            prof.picker = p  # type: ignore[assignment]
+                raise ConfigError(f"profile {name!r} has more than one picker ({getattr(prof.picker, 'name', '?')}, {ref.pluginRef})")
+            prof.picker = p
             used = True
         if not used:
             raise ConfigError(
                 f"profile {name!r}: plugin {ref.pluginRef!r} (type {p.type_name}) is not a filter, scorer or picker"
             )
     if prof.picker is None:
-        prof.picker = registry.build("max-score-picker", "max-score-picker", {}, services)  # type: ignore[assignment]
-    assert isinstance(prof.picker, Picker)
+        picker = registry.build("max-score-picker", "max-score-picker", {}, services)
+        assert _is_picker(picker)
+        prof.picker = picker
     return prof

@@ -139,7 +139,7 @@ def timed_profile(prof: SchedulerProfile, timer: PluginTimer, now: PerfCounter) 
     """A copy of ``prof`` whose filters, scorers and picker report their durations."""
     return SchedulerProfile(
         name=prof.name,
-        filters=[TimedFilter(f, "Filter", timer, now) for f in prof.filters],  # type: ignore[misc]
+        filters=[TimedFilter(f, "Filter", timer, now) for f in prof.filters],
         scorers=[WeightedScorer(TimedScorer(ws.scorer, "Scorer", timer, now), ws.weight) for ws in prof.scorers],
         picker=TimedPicker(prof.picker, "Picker", timer, now) if prof.picker is not None else None,
     )

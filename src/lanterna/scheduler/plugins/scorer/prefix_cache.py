@@ -63,7 +63,7 @@ class PrefixCacheScorer:
         got = req.state.get(self.state_key + "/hashes")
         if got is None:
             got = req.state[self.state_key + "/hashes"] = self.index.hashes(req.model, req.prompt_text, req.cache_salt)
-        return got  # type: ignore[no-any-return]
+        return got
 
     def produce(self, req: SchedRequest, candidates: list[Endpoint]) -> None:
         hashes = self._hashes(req)

@@ -1,0 +1,345 @@
+"""The routing steps every face runs: prepare -> admit -> tokenize -> schedule -> attempts -> complete.
+
+Transport-free: headers arrive as a mapping and the body as bytes; nothing here opens a socket or imports
+aiohttp. The HTTP gateway (``gateway/dispatch.py``) moves the bytes; an Envoy ext_proc picker would answer
+``call.order`` (primary + fallbacks) as headers and report the upstream's answer back the same way::
+
+    call = prepare(state, headers, body, "chat")       # ValidationFailed / ModelNotFound / NoCapacity
+    async with admit(state, call):                     # flow control; RateLimited / QueueTimeout
+        await tokenize(state, call)                    # precise routing only
+        order = schedule(state, call)                  # call.result, call.order, call.prefill
+        for ep in order:
+            ticket = begin_attempt(state, call, ep)    # breaker + load; attempt_timeout() bounds the wait
+            ...  attempt_failed(...) / attempt_abandoned(...) / answered(...) -> RETRY or ANSWER
+    complete(state, call)                              # finally: metrics, response_complete (once)
+
+Breaker verdicts (issue 9): a connect error, first-byte timeout or mid-stream death counts against the
+endpoint; a 4xx is the client's and counts as a live endpoint; a 5xx is not judged at once. When the same
+request then succeeds elsewhere, the 5xx counts against the replica that sent it; when a second replica
+answers 5xx too, the request is at fault: retrying stops, the client gets that answer, and neither replica
+is counted, so a handful of poison requests cannot open every breaker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import Enum
+from types import TracebackType
+
+import orjson
+
+from lanterna.endpoints.types import Endpoint
+from lanterna.errors import ModelNotFound, NoCapacity, UpstreamTimeout, ValidationFailed
+from lanterna.routing.accounting import LoadTicket
+from lanterna.routing.call import InferenceCall
+from lanterna.routing.fields import (
+    HDR_FAIRNESS,
+    HDR_MODEL_REWRITE,
+    HDR_OBJECTIVE,
+    HDR_REQUEST_TIMEOUT,
+    HDR_SESSION,
+    first_header,
+    parse_body,
+    priority_for,
+    prompt_text,
+    prompt_token_ids,
+    rewrite_body,
+)
+from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
+from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.retries import attempt_order
+from lanterna.routing.state import RoutingState
+from lanterna.scheduler.framework.types import ApiKind, SchedRequest
+
+DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
+NO_ENDPOINT_RETRY_AFTER_S = 5  # Retry-After for a known model with no ready endpoint (health checks run every ~1 s)
+
+
+class Verdict(Enum):
+    RETRY = "retry"  # try the next endpoint in ``call.order``
+    ANSWER = "answer"  # give the client this answer
+
+
+RETRY, ANSWER = Verdict.RETRY, Verdict.ANSWER
+
+
+# -- prepare ------------------------------------------------------------------------------------------------------
+
+
+def resolve_model(state: RoutingState, requested: str | None, headers: Mapping[str, str]) -> str:
+    """Requested name -> served name: header rewrite, then config rewrite, then weighted split."""
+    gcfg = state.cfg.gateway
+    if requested is None:
+        bases = [c.id for c in state.store.model_cards() if c.parent is None]
+        if len(bases) != 1:
+            raise ValidationFailed("1 validation error: model: Field required", param="body.model")
+        return bases[0]
+    target = headers.get(HDR_MODEL_REWRITE) or gcfg.model_rewrites.get(requested, requested)
+    split = gcfg.traffic_split.get(target)
+    if split:
+        total = sum(t.weight for t in split)
+        if total > 0:
+            x = state.rng.random() * total
+            for t in split:
+                x -= t.weight
+                if x < 0:
+                    return t.model
+            return split[-1].model
+    return target
+
+
+def _deadline(state: RoutingState, headers: Mapping[str, str], started: float) -> float | None:
+    t = state.cfg.gateway.timeouts
+    limit = t.request_s
+    asked = headers.get(HDR_REQUEST_TIMEOUT)
+    if asked:
+        try:
+            v = float(asked)
+        except ValueError:
+            raise ValidationFailed(f"{HDR_REQUEST_TIMEOUT} must be a number of seconds",
+                                   param=HDR_REQUEST_TIMEOUT) from None
+        if not math.isfinite(v) or v <= 0:
+            raise ValidationFailed(f"{HDR_REQUEST_TIMEOUT} must be a positive number of seconds",
+                                   param=HDR_REQUEST_TIMEOUT)
+        limit = v
+    if limit is None:
+        return None
+    return started + min(limit, t.max_request_s)
+
+
+def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,
+            model: str | None = None, request_id: str = "") -> InferenceCall:
+    """Parse the body, resolve the model, find candidates and build the ``SchedRequest``.
+
+    Raises ``ValidationFailed`` (400), ``ModelNotFound`` (404: the name is unknown) or ``NoCapacity`` (503 with
+    ``Retry-After``: the model is known but no endpoint serving it is ready). Counts nothing, so
+    ``/debug/score`` can score exactly what a request would."""
+    started = state.clock.now()
+    fields = parse_body(body, kind)
+    requested = model or fields.model
+    target = resolve_model(state, requested, headers)
+    candidates = state.store.candidates(target)
+    if not candidates:
+        known = state.store.known_models()
+        if target not in known and not any(target in e.models for e in state.store.all()):
+            raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
+                                param="model")
+        raise NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
+                         headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S),
+                                  DROPPED_REASON_HEADER: "no-ready-endpoint"})
+    if target != fields.model:
+        body = rewrite_body(body, model=target)
+    parent = state.store.base_model_of(target)
+    gcfg = state.cfg.gateway
+    sreq = SchedRequest(
+        request_id=request_id,
+        model=parent or target,
+        prompt_text=prompt_text(fields, kind),
+        kind=kind,
+        headers=headers,
+        lora=target if parent else None,
+        priority=priority_for(first_header(headers, HDR_OBJECTIVE), gcfg.objectives),
+        fairness_id=first_header(headers, HDR_FAIRNESS) or "default",
+        session_token=headers.get(HDR_SESSION),
+        max_tokens=fields.max_tokens if fields.max_tokens is not None else fields.max_completion_tokens,
+        token_ids=prompt_token_ids(fields, kind),
+        cache_salt=fields.cache_salt,
+    )
+    # model_name is the requested name only when it is one we know (bounded label cardinality).
+    named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
+    return InferenceCall(kind=kind, fields=fields, requested=requested, target=target, candidates=candidates,
+                         body=body, sreq=sreq, labels=(named or target, target), started=started,
+                         deadline=_deadline(state, headers, started))
+
+
+# -- admit ----------------------------------------------------------------------------------------------------------
+
+
+class Admission:
+    """``async with admit(state, call)``: counts the request as running, then holds a flow-control slot (when
+    flow control is on) until the block exits. A face that cannot use ``async with`` across its callbacks
+    (ext_proc: headers in one message, response in another) calls ``__aenter__`` / ``__aexit__`` itself."""
+
+    __slots__ = ("_state", "_call", "_inner")
+
+    def __init__(self, state: RoutingState, call: InferenceCall) -> None:
+        self._state = state
+        self._call = call
+        self._inner: FlowAdmission | None = None
+
+    async def __aenter__(self) -> None:
+        call, state = self._call, self._state
+        if call._objective is None:
+            obj = call._objective = state.metrics.objective(*call.labels)
+            obj.request_total.inc()
+            obj.running.inc()
+        flow = state.flow
+        if flow is not None:
+            sreq = call.sreq
+            adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
+            await adm.__aenter__()
+            self._inner = adm
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await inner.__aexit__(exc_type, exc, tb)
+
+
+def admit(state: RoutingState, call: InferenceCall) -> Admission:
+    return Admission(state, call)
+
+
+# -- tokenize -----------------------------------------------------------------------------------------------------
+
+
+def sync_block_size(state: RoutingState, model: str) -> int | None:
+    """Before the first KV event of ``model``, take its block size from the scraped ``cache_config_info``."""
+    index = state.kv_index
+    if index is None:
+        return None
+    bs = index.block_size_for(model)
+    if bs is None:
+        for ep in state.store.all():
+            if ep.metrics.block_size and ep.serves(model):
+                index.set_block_size(model, ep.metrics.block_size)
+                return int(ep.metrics.block_size)
+    return bs
+
+
+async def tokenize(state: RoutingState, call: InferenceCall) -> None:
+    """Fill ``sreq.token_ids`` for the precise scorer (None stays None: the scorer then abstains)."""
+    pool = state.tokenizer
+    if pool is None:
+        return
+    sreq = call.sreq
+    sync_block_size(state, sreq.model)
+    if sreq.token_ids is not None:
+        return
+    if sreq.kind == "chat":
+        sreq.token_ids = await pool.tokenize_chat(sreq.model, orjson.loads(bytes(call.fields.messages)))
+    else:
+        sreq.token_ids = await pool.tokenize_prompt(sreq.model, sreq.prompt_text)
+
+
+# -- schedule -----------------------------------------------------------------------------------------------------
+
+
+def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
+    """Pick (``NoCapacity`` when nothing fits): fills ``call.result``, ``call.order`` (the scheduler's picks then
+    least-loaded fallbacks, breaker-open endpoints left out unless all are) and ``call.prefill`` (P/D)."""
+    now = state.clock.now()
+    allowed = state.breakers.allowed(call.candidates, now)
+    sched = call.scheduler = state.scheduler  # this call's scheduler, even if a reload swaps the state's
+    result = call.result = sched.schedule(call.sreq, allowed)
+    state.metrics.scheduler_e2e.observe(state.clock.now() - now)
+    sched.pre_request(call.sreq, result)
+    order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
+    call.prefill = result.prefill()
+    return order
+
+
+# -- attempts -----------------------------------------------------------------------------------------------------
+
+
+def begin_attempt(state: RoutingState, call: InferenceCall, ep: Endpoint) -> LoadTicket:
+    """An attempt is about to be sent to ``ep``: claim its breaker (the half-open probe) and its load.
+
+    Every attempt must end in exactly one of ``attempt_failed``, ``attempt_abandoned`` or ``answered``."""
+    if call.attempts:
+        state.metrics.retries_total.inc()
+    call.attempts += 1
+    state.breakers.get(ep.id).begin(state.clock.now())
+    sreq = call.sreq
+    max_tokens = sreq.max_tokens if sreq.max_tokens is not None else DEFAULT_MAX_TOKENS
+    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens))
+
+
+def attempt_timeout(state: RoutingState, call: InferenceCall, ep: Endpoint) -> float:
+    """How long to wait for ``ep``'s first bytes: queue + prefill estimate with a floor, capped; a non-streaming
+    answer also needs its decode time. Never past the request's deadline (``UpstreamTimeout`` once it passed)."""
+    t = state.cfg.gateway.timeouts
+    prefill = call.sreq.num_prompt_tokens_estimate + ep.load.in_flight_prefill_tokens
+    wait = min(t.first_byte_s, t.first_byte_floor_s + prefill / t.prefill_tokens_per_s
+               + ep.metrics.num_waiting * t.queue_s_per_waiting)
+    if not call.fields.stream:
+        mt = call.sreq.max_tokens
+        wait += mt * t.decode_s_per_token if mt is not None else t.stream_idle_s
+    if call.deadline is not None:
+        left = call.deadline - state.clock.now()
+        if left <= 0:
+            raise UpstreamTimeout("the request's deadline passed before an upstream replica answered")
+        wait = min(wait, left)
+    return wait
+
+
+def attempt_failed(state: RoutingState, call: InferenceCall, ep: Endpoint, reason: str) -> None:
+    """The endpoint failed this attempt (``connect``, ``timeout``, ``unhealthy``, ``error``, ``mid_stream``)."""
+    _count_failure(state, ep, reason)
+
+
+def attempt_abandoned(state: RoutingState, ep: Endpoint) -> None:
+    """The attempt ended with no verdict on the endpoint (client gone, cancelled): free a half-open probe slot."""
+    state.breakers.get(ep.id).abandon()
+
+
+def answered(state: RoutingState, call: InferenceCall, ep: Endpoint, status: int, *, last: bool) -> Verdict:
+    """``ep`` answered ``status`` (first bytes in hand, nothing sent to the client yet): retry or answer.
+
+    ``last``: no endpoint is left to try. See the module docstring for the 5xx rule."""
+    if status < 500:
+        state.breakers.get(ep.id).on_success()
+        if status < 400 and call.pending_5xx is not None:
+            _count_failure(state, call.pending_5xx, "http_5xx")  # it failed what another replica served
+        call.pending_5xx = None
+        return ANSWER
+    state.breakers.get(ep.id).abandon()  # judged later, or never
+    if call.pending_5xx is not None and call.pending_5xx.id != ep.id:
+        call.pending_5xx = None  # two replicas refused it: the request's fault, no breaker counts
+        return ANSWER
+    call.pending_5xx = ep
+    return ANSWER if last else RETRY
+
+
+def _count_failure(state: RoutingState, ep: Endpoint, reason: str) -> None:
+    state.metrics.upstream_failures_total.labels(ep.id, reason).inc()
+    state.breakers.get(ep.id).on_failure(state.clock.now())
+
+
+def served(state: RoutingState, call: InferenceCall, ep: Endpoint, status: int) -> None:
+    """The client gets ``ep``'s answer: record where it went (``complete`` reads this)."""
+    call.endpoint = ep
+    call.status = status
+
+
+# -- complete -----------------------------------------------------------------------------------------------------
+
+
+def complete(state: RoutingState, call: InferenceCall, status: int | None = None) -> None:
+    """The one place per-request outcomes are recorded (idempotent): the scheduler's ``response_complete``,
+    the objective metrics, and where an access-log line or a span end belongs. ``status`` overrides the
+    client-facing status (an error raised instead of an upstream answer)."""
+    if call._completed:
+        return
+    call._completed = True
+    if status is not None:
+        call.status = status
+    call.duration_s = state.clock.now() - call.started
+    obj = call._objective
+    if obj is not None:
+        obj.running.dec()
+    ep = call.endpoint
+    if ep is not None and call.result is not None and call.scheduler is not None:
+        call.scheduler.response_complete(call.sreq, call.result, ep.id, call.cached_tokens)
+    m = state.metrics
+    if call.status >= 400:
+        m.request_error_total.labels(*call.labels, str(call.status)).inc()
+    if ep is not None:
+        obj = obj or m.objective(*call.labels)
+        obj.request_duration.observe(call.duration_s)
+        if call.prompt_tokens is not None:
+            obj.input_tokens.observe(call.prompt_tokens)
+        if call.output_tokens is not None:
+            obj.output_tokens.observe(call.output_tokens)

@@ -14,7 +14,7 @@ from lanterna.cluster.virtual import VirtualCluster
 
 def _trace(path: Path, bursts: list[tuple[float, int, float]]) -> Path:
     """Mooncake JSONL: per burst (start s, requests, rate/s) of 512-token prompts and 64-token answers."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for start, n, rate in bursts:
         rows += [{"timestamp": int((start + k / rate) * 1000), "input_length": 512, "output_length": 64,
                   "hash_ids": [len(rows) + k]} for k in range(n)]

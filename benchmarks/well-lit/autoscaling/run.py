@@ -117,8 +117,13 @@ def main() -> None:
             print(f"{name:9s} {pol:15s} slo {r['slo_attainment']:.3f}  gpu-h {r['gpu_hours']:6.2f}  "
                   f"dropped {sum(r['dropped'].values())}  react {r['react']}  max {r['max_replicas']}  "
                   f"({r['x_real_time_cpu']:.0f}x real time)", flush=True)
-        (out / f"{name}.json").write_text(json.dumps({"trace": meta, "fixed": fixed, "slo": SLO,
-                                                      "autoscale": AUTOSCALE, "runs": rows}, indent=1))
+        old = out / f"{name}.json"
+        if old.is_file():  # a partial rerun (--policy) replaces only its own rows
+            mine = {r["policy"] for r in rows}
+            rows = [r for r in json.loads(old.read_text())["runs"] if r["policy"] not in mine] + rows
+            rows.sort(key=lambda r: POLICIES.index(r["policy"]))
+        old.write_text(json.dumps({"trace": meta, "fixed": fixed, "slo": SLO, "autoscale": AUTOSCALE, "runs": rows},
+                                  indent=1))
     import report
 
     report.write(HERE)

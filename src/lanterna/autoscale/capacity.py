@@ -6,6 +6,8 @@ Token capacity (policy ``token-capacity``)::
     supply = sum over variants (ready + starting) x capacity_tokens_per_s
 
 Starting replicas are supply: a burst already answered by replicas that are loading weights asks for nothing more.
+The backlog term counts only while nothing is starting: a backlog grows during every cold start, and asking for
+it again at each decision is exactly the cascade (measured: 16 replicas for a 5-replica load without this).
 ``allocate`` then moves from the current counts toward ``need``: while supply < need it adds a replica of the
 variant with the lowest cost per unit of capacity (ties: name ascending); while supply exceeds need it removes
 replicas of the highest cost per unit first, as long as supply stays >= need. Starting from the current counts
@@ -67,7 +69,7 @@ class TokenCapacityPolicy:
 
     def recommend(self, snap: PoolSnapshot) -> Recommendation:
         d = snap.demand
-        backlog = snap.num_waiting * d.mean_tokens_per_request / self.drain_s
+        backlog = 0.0 if snap.num_starting else snap.num_waiting * d.mean_tokens_per_request / self.drain_s
         need = (d.tokens_per_s + backlog) / self.utilization
         targets, why = allocate(snap.variants, need, lambda v: v.capacity_tokens_per_s)
         return Recommendation(targets, (f"tokens: {why} (demand {d.tokens_per_s:.0f} tok/s, "

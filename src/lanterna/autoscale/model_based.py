@@ -161,7 +161,8 @@ def max_rate_from_curve(points: Sequence[CurvePoint], targets: LatencyTargets) -
 @dataclass(frozen=True, slots=True)
 class ModelBasedPolicy:
     """Policy ``model-based``: need = (arrival rate + waiting / drain_s) / headroom in requests/s, against each
-    variant's ``max_rate_rps``, allocated cost-aware (``capacity.allocate``)."""
+    variant's ``max_rate_rps``, allocated cost-aware (``capacity.allocate``). The backlog term counts only while
+    no replica is starting (the backlog grows during a cold start; re-asking for it each tick is a cascade)."""
 
     headroom: float = 0.9
     drain_s: float = 30.0
@@ -169,7 +170,8 @@ class ModelBasedPolicy:
 
     def recommend(self, snap: PoolSnapshot) -> Recommendation:
         d = snap.demand
-        need = (d.arrival_rate_rps + snap.num_waiting / self.drain_s) / self.headroom
+        backlog = 0.0 if snap.num_starting else snap.num_waiting / self.drain_s  # see capacity.py: no cascade
+        need = (d.arrival_rate_rps + backlog) / self.headroom
         targets, why = allocate(snap.variants, need, lambda v: v.max_rate_rps)
         return Recommendation(targets, (f"rate: {why} (arrivals {d.arrival_rate_rps:.2f}/s, "
                                         f"{snap.num_waiting} waiting)",))

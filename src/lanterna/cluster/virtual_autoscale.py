@@ -175,7 +175,9 @@ class AutoscaleDriver:
 
     def tick(self, t: float) -> None:
         self._sync()
-        vc, window = self.vc, max(t - self._last_tick, 1e-9)
+        # the window since the last tick; never shorter than the interval (the first tick fires at the first
+        # arrival, t - 0 would turn one request into an enormous rate)
+        vc, window = self.vc, max(t - self._last_tick, self.interval_s)
         processed = 0
         for i, st in enumerate(self.state):
             if st == READY or st == DRAINING:

@@ -122,3 +122,15 @@ def test_minimum_one_replica_without_scale_to_zero_and_published_ratio() -> None
     a = Autoscaler(ModelBasedPolicy(), AutoscalerConfig(behavior=FAST))
     d = a.decide(_snap(1000.0, 3, demand=Demand(last_request_at=0.0)))
     assert d.total == 1 and d.desired_ratio("v") == 1 / 3 and d.variants[0].accelerator == "H100"
+
+
+def test_a_backlog_growing_during_a_cold_start_does_not_cascade() -> None:
+    for policy in (ModelBasedPolicy(headroom=1.0, drain_s=30), TokenCapacityPolicy(utilization=1.0, drain_s=30)):
+        a = Autoscaler(policy, AutoscalerConfig(behavior=ScalingBehavior(scale_up_pods=16)))
+        first = None
+        for k, t in enumerate(range(0, 90, 15)):  # 60 s of cold start: 3 req/s pile up in the queue
+            d = Demand(arrival_rate_rps=3.0, prompt_tokens_per_s=2400, output_tokens_per_s=600,
+                       num_queued=45 * k, processed_tokens_per_s=2000.0, last_request_at=float(t))
+            total = a.decide(_snap(float(t), 1, 0 if first is None else first - 1, demand=d)).total
+            first = total if first is None else first
+            assert total == first, (policy.name, t, total)

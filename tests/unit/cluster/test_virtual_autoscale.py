@@ -73,3 +73,11 @@ def test_burst_scales_up_then_drains_down_without_losing_requests(tmp_path: Path
     a = res.extra["autoscale"]
     assert a["max_replicas_seen"] >= 2 and a["num_scale_ups"] >= 1
     assert a["timeline"][-1][1] + a["timeline"][-1][2] < a["max_replicas_seen"]  # came back down after the burst
+
+
+def test_first_tick_does_not_read_one_request_as_a_huge_rate(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.jsonl", [(0.0, 3, 1.0)])
+    res = VirtualCluster(_cfg(trace, {"policy": "model-based", "initial_replicas": 0, "scale_to_zero": True,
+                                      "cold_start_s": 10, "interval_s": 5})).run()
+    a = res.extra["autoscale"]
+    assert a["num_replicas_created"] == 1 and all(row[6] < 1.0 for row in a["timeline"])

@@ -15,7 +15,7 @@ Order of the stages (each may override the previous one; every override leaves a
 3. idle        scale-to-zero after ``retention_s`` without a request (and nothing queued or in flight);
                scale-from-zero: nothing running or starting and work waiting -> one replica of the cheapest variant
                (deduplicated: the starting replica is supply from then on)
-4. bounds      per-variant min/max; without scale-to-zero at least one replica in total (cheapest variant)
+4. bounds      per-variant min/max; at least one replica in total while requests wait or without scale-to-zero
 5. behaviour   stabilisation windows, step limits, cool-down (``behavior.Stabilizer``); 0 <-> 1 bypasses it
 """
 
@@ -153,7 +153,13 @@ class Autoscaler:
             if t < lo or t > hi:
                 targets[s.name] = min(max(t, lo), hi)
                 why[s.name] = f"clamped to [{lo}, {hi}]"
-        if not self.config.scale_to_zero.enabled and sum(targets.values()) == 0:
-            pick = _cheapest(snap.variants)
-            targets[pick.name] = 1
-            why[pick.name] = "minimum one replica (scale-to-zero disabled)"
+        if sum(targets.values()) == 0:
+            waiting = snap.num_waiting + snap.demand.num_in_flight
+            if waiting or not self.config.scale_to_zero.enabled:
+                # NOTE: work that waits never loses its last (maybe still starting) replica, whatever the policy
+                # says: a rate-based policy sees no arrivals in a quiet window and would cancel the cold start
+                pick = max((s for s in snap.variants if s.num_current), default=_cheapest(snap.variants),
+                           key=lambda s: s.num_ready)
+                targets[pick.name] = 1
+                why[pick.name] = (f"{waiting} requests waiting: keep one replica" if waiting
+                                  else "minimum one replica (scale-to-zero disabled)")

@@ -84,11 +84,16 @@ class Stabilizer:
                 target, why = current - max(0, room), f"scale-down limited to {b.scale_down_pods} per {b.period_s:g}s"
             elif target > recommended:
                 why = f"scale-down stabilised over {b.scale_down_window_s:g}s"
-        self.record(now, current, target)
+        self._note_change(now, current, target)
         return target, why
 
     def record(self, now: float, current: int, target: int) -> None:
-        """Note a change decided outside the windows (scale to/from zero) so rate limits and cool-down see it."""
+        """Note a target decided outside the windows (scale to/from zero): later windows, rate limits and the
+        cool-down see it as if recommended."""
+        self._recs.append((now, target))
+        self._note_change(now, current, target)
+
+    def _note_change(self, now: float, current: int, target: int) -> None:
         if target != current:
             self._changes.append((now, target - current))
             if target > current:

@@ -134,3 +134,15 @@ def test_a_backlog_growing_during_a_cold_start_does_not_cascade() -> None:
             total = a.decide(_snap(float(t), 1, 0 if first is None else first - 1, demand=d)).total
             first = total if first is None else first
             assert total == first, (policy.name, t, total)
+
+
+def test_a_request_waiting_through_a_cold_start_keeps_its_replica() -> None:
+    # the failure the diurnal benchmark found: a quiet window (no arrivals) made a rate policy cancel the cold start
+    for policy in (ModelBasedPolicy(), TokenCapacityPolicy(), SaturationPolicy()):
+        a = Autoscaler(policy, AutoscalerConfig(scale_to_zero=ScaleToZero(True, retention_s=300)))
+        assert a.decide(_snap(0.0, 1, demand=Demand(last_request_at=-1000.0))).total == 0
+        lone = Demand(arrival_rate_rps=1 / 15, num_queued=1, last_request_at=590.0)
+        assert a.decide(_snap(600.0, 0, demand=lone)).total == 1
+        quiet = Demand(arrival_rate_rps=0.0, num_queued=1, last_request_at=590.0)
+        for t in range(615, 700, 15):
+            assert a.decide(_snap(float(t), 0, 1, demand=quiet)).total == 1, (policy.name, t)

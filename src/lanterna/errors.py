@@ -8,10 +8,18 @@ error JSON.
     +-- InvalidRequest (400, BadRequestError)
     |   +-- ValidationFailed (400, "Bad Request": vLLM's schema-validation flavour)
     |   +-- PayloadTooLarge (413)
+    |   +-- RequestTimeout (408: headers or body not received in time)
+    |   +-- UnsupportedMediaType (415: unknown content-encoding)
+    |   +-- HeadersTooLarge (431)
+    +-- Unauthorized (401, invalid_request_error / invalid_api_key, as OpenAI)
+    +-- Forbidden (403, permission_error / model_not_allowed)
     +-- ModelNotFound (404, NotFoundError)
-    +-- RouteNotFound (404, plain {"detail": ...} like FastAPI)
+    +-- EndpointNotFound (404, the gateway's unknown path, OpenAI shape)
+    +-- MethodNotSupported (405, the gateway's wrong method, OpenAI shape)
+    +-- RouteNotFound (404, plain {"detail": ...} like FastAPI: the simulator's vLLM parity)
     +-- MethodNotAllowed (405, plain {"detail": ...})
     +-- RateLimited (429, shed or over capacity)
+    |   +-- KeyRateLimited (429, a key's request/token rate; code rate_limit_exceeded)
     +-- ServiceUnavailable (503)
     |   +-- QueueTimeout (503)
     |   +-- NoCapacity (503)
@@ -28,6 +36,7 @@ from typing import Any, ClassVar
 class LanternaError(Exception):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "InternalServerError"
+    error_code: ClassVar[str | None] = None  # OpenAI's string code where one exists; else the HTTP status
 
     def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -37,7 +46,8 @@ class LanternaError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The OpenAI/vLLM error body; ``code`` is the HTTP status, as vLLM sends it."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status}}
+        code = self.error_code if self.error_code is not None else self.status
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": code}}
 
 
 class InvalidRequest(LanternaError):
@@ -56,6 +66,36 @@ class PayloadTooLarge(InvalidRequest):
     error_type = "BadRequestError"
 
 
+class RequestTimeout(InvalidRequest):
+    status = 408
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+
+
+class Unauthorized(LanternaError):
+    """Missing or unknown API key; OpenAI's exact type and code, so SDKs raise AuthenticationError."""
+
+    status = 401
+    error_type = "invalid_request_error"
+    error_code = "invalid_api_key"
+
+    def __init__(self, message: str = "Invalid or missing API key.", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("www-authenticate", "Bearer")
+
+
+class Forbidden(LanternaError):
+    status = 403
+    error_type = "permission_error"
+    error_code = "model_not_allowed"
+
+
 class ModelNotFound(LanternaError):
     status = 404
     error_type = "NotFoundError"
@@ -66,6 +106,16 @@ class PlainDetailError(LanternaError):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.message}
+
+
+class EndpointNotFound(LanternaError):
+    status = 404
+    error_type = "NotFoundError"
+
+
+class MethodNotSupported(LanternaError):
+    status = 405
+    error_type = "MethodNotAllowed"
 
 
 class RouteNotFound(PlainDetailError):
@@ -81,6 +131,12 @@ class MethodNotAllowed(PlainDetailError):
 class RateLimited(LanternaError):
     status = 429
     error_type = "RateLimitError"
+
+
+class KeyRateLimited(RateLimited):
+    """A key's own request or token rate; ``Retry-After`` says when enough budget has refilled."""
+
+    error_code = "rate_limit_exceeded"
 
 
 class ServiceUnavailable(LanternaError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def test_lanterna_up_serves_openai_clients_and_stops_cleanly(tmp_path: Path) -> 
         assert all(_port_open(a) for a in addresses)
         assert stop(g) == 0
         assert not any(_port_open(a) for a in addresses)  # SIGTERM stopped every replica too
+
+    # The console shows one access line per inference request (stdout; the other logs carry an "event")
+    lines = [json.loads(ln) for ln in g.log_path.read_text().splitlines() if ln.startswith("{")]
+    access = [ln for ln in lines if "event" not in ln]
+    assert [(a["path"], a["status"], a["stream"]) for a in access] == [
+        ("/v1/completions", 200, False), ("/v1/chat/completions", 200, False), ("/v1/chat/completions", 200, True),
+        ("/v1/completions", 200, True), ("/v1/completions", 404, False), ("/v1/completions", 400, False)]
+    assert len({a["request_id"] for a in access}) == 6
+    served = access[:4]
+    assert all(a["endpoint"] in addresses and a["model"] == MODEL and a["profile"] for a in served)
+    assert [a["output_tokens"] for a in served] == [5, 4, 6, 5]
+    assert all(a["ttft_ms"] <= a["duration_ms"] for a in served)
+    assert [a["prompt_tokens"] is not None for a in served] == [True, True, True, False]  # no usage: frames counted
+    assert (access[4]["model"], access[4]["error"], access[4]["endpoint"]) == ("no-such-model", "NotFoundError", None)
+    assert access[5]["endpoint"] in addresses  # vLLM's own 400, passed through
 
 
 def test_invalid_config_is_one_line_exit_2(tmp_path: Path) -> None:

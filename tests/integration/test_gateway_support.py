@@ -57,12 +57,14 @@ def _ready(g: GatewayProc, min_ready: int, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def run_lanterna(args: Sequence[str], log_dir: Path, *, min_ready: int = 1, timeout_s: float = 90.0,
-                 ) -> Iterator[GatewayProc]:
+                 open_admin: bool = True) -> Iterator[GatewayProc]:
     """``lanterna <args> --port P`` until the block ends; SIGTERM then SIGKILL (whole process group)."""
     port = free_port()
     log_path = log_dir / f"lanterna-{port}.log"
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", *args, "--port", str(port)],
+        # Tests read /debug/endpoints (admin routes answer 404 unless admin keys or auth.open_admin are set).
+        admin = ["--set", "auth.open_admin=true"] if args and args[0] in ("gateway", "up") and open_admin else []
+        proc = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", *args, *admin, "--port", str(port)],
                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     g = GatewayProc(port, proc, log_path)

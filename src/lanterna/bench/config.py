@@ -169,6 +169,33 @@ class VirtualFlowControl(_Model):
         return self
 
 
+class TierTarget(_Model):
+    """KV offload tiers of every replica (vLLM's OffloadingConnector / TieringOffloadingSpec, simulated).
+
+    Sizes in GiB of KV per replica (vLLM's ``cpu_bytes_to_use`` / ``--kv-offloading-size``, over all TP
+    ranks) or in GPU-sized blocks (blocks win). ``shared_storage``: one storage tier all replicas share
+    (vLLM's fs tier on a shared mount), sized for the whole cluster; else one private tier per replica."""
+
+    cpu_gib: float | None = Field(None, ge=0)
+    cpu_blocks: int | None = Field(None, ge=0)
+    storage_gib: float | None = Field(None, ge=0)
+    storage_blocks: int | None = Field(None, ge=0)
+    shared_storage: bool = True
+    cpu_bandwidth_gbps: float = Field(25.0, gt=0)  # GB/s (1e9 bytes/s), CPU -> GPU per replica
+    storage_bandwidth_gbps: float = Field(2.0, gt=0)  # storage -> GPU per replica
+
+
+class VirtualPD(_Model):
+    """P/D topology of the virtual cluster (``cluster.virtual_pd``): the first ``prefill_replicas`` of
+    ``replicas`` prefill, the rest decode; the KV moves over ``link`` (sim/kv_link.py defaults per kind)."""
+
+    prefill_replicas: int = Field(1, ge=1)
+    threshold: int = Field(256, ge=0)  # prefix-based-pd-decider nonCachedTokens (when policy is "pd")
+    link: Literal["nvlink", "rdma", "tcp"] = "rdma"
+    link_bandwidth_gbps: float | None = Field(None, gt=0)
+    link_setup_ms: float | None = Field(None, ge=0)
+
+
 class VirtualAutoscale(_Model):
     """The autoscaler in the virtual cluster's loop (``lanterna.autoscale``): every ``interval_s`` of virtual time
     it reads the scraped metrics and the gateway's demand and adds replicas (ready after a cold start) or drains
@@ -224,7 +251,15 @@ class ClusterTarget(_Model):
     max_num_batched_tokens: int = Field(8192, ge=1)
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
+    tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
+    pd: VirtualPD | None = None  # prefill/decode disaggregation; None: every replica serves both phases
     autoscale: VirtualAutoscale | None = None  # None: ``replicas`` fixed for the whole run
+
+    @model_validator(mode="after")
+    def _autoscale_alone(self) -> ClusterTarget:
+        if self.autoscale is not None and self.pd is not None:
+            raise ValueError("autoscale with pd is not supported yet (one pool of replicas only)")
+        return self
 
 
 class Slo(_Model):

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any, NoReturn
@@ -61,7 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--storage-bandwidth-gbps", type=float, default=2.0, help="storage->GPU read bandwidth, GB/s")
     a("--dtype", default="auto", help="accepted, ignored")
     a("--enforce-eager", action="store_true", help="accepted, ignored")
-    a("--role", default="both", choices=["prefill", "decode", "both"])
+    a("--role", default="both", choices=["prefill", "decode", "both"],
+      help="P/D role: prefill/both hold a do_remote_decode request's KV for a decoder to pull; decode holds none")
+    a("--kv-link", default="rdma", choices=["nvlink", "rdma", "tcp"],
+      help="P/D link to prefill replicas: sets the transfer bandwidth and setup time (sim/kv_link.py)")
+    a("--kv-link-bandwidth-gbps", type=float, default=None, help="override the link's bandwidth (GB/s)")
+    a("--kv-link-setup-ms", type=float, default=None, help="override the link's per-transfer setup (ms)")
+    a("--kv-transfer-failure-rate", type=float, default=0.0,
+      help="fraction of P/D KV pulls that fail (the request then prefills locally; counted)")
+    a("--kv-lease-ttl-s", type=float, default=480.0,
+      help="how long a prefill replica holds KV for a decoder that never pulls it")
     a("--failure-rate", type=float, default=0.0)
     a("--failure-types", default="http_500")
     a("--log-level", default="WARNING")
@@ -93,6 +103,15 @@ def _lora_modules(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def hash_seed(seed: int) -> int:
+    """Block-hash seed: ``PYTHONHASHSEED`` when set to a number (as vLLM seeds its hashes), else ``--seed``.
+
+    Replicas that share a storage tier must hash alike, so they are started with one PYTHONHASHSEED;
+    the launcher gives each replica its own ``--seed``."""
+    env = os.environ.get("PYTHONHASHSEED", "")
+    return int(env) if env.isdigit() else seed
+
+
 def build(args: argparse.Namespace) -> Any:
     """Validate flags and assemble a ``SimServer`` (raises FlagError with a one-line reason)."""
     from lanterna.cli.sim_tiers import TierFlagError, TierFlags, resolve_tiers
@@ -100,8 +119,10 @@ def build(args: argparse.Namespace) -> Any:
     from lanterna.protocol.kv_events import topic_for
     from lanterna.sim.engine import Engine, EngineConfig
     from lanterna.sim.failures import FailureInjector, parse_failure_types
+    from lanterna.sim.kv_link import KVLeases, make_link
     from lanterna.sim.lora import LoraRegistry
     from lanterna.sim.metrics import CacheConfig, SimMetrics
+    from lanterna.sim.pd import SimPD
     from lanterna.sim.profiles import get_profile
     from lanterna.sim.publisher import KVEventPublisher, PublisherConfig
     from lanterna.sim.server import SimServer, SimSettings
@@ -127,6 +148,16 @@ def build(args: argparse.Namespace) -> Any:
                               tp=profile.tp)
     except TierFlagError as exc:
         raise FlagError(str(exc)) from None
+    storage = None
+    if tiers.storage_root is not None:
+        from lanterna.sim.shared_dir import DirectoryTier, namespace_for
+
+        try:
+            storage = DirectoryTier(tiers.storage_root, namespace_for(args.model, args.block_size, profile.tp),
+                                    tiers.num_storage_blocks)
+            storage.base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FlagError(f"--kv-transfer-config fs root_dir {tiers.storage_root}: {exc.strerror or exc}") from None
     kv_cfg = _json_flag("--kv-events-config", args.kv_events_config) or {}
     names = args.served_model_name or [args.model]
     num_blocks = args.num_gpu_blocks_override or profile.num_gpu_blocks(args.block_size, args.gpu_memory_utilization)
@@ -136,11 +167,12 @@ def build(args: argparse.Namespace) -> Any:
     engine = Engine(EngineConfig(block_size=args.block_size, num_gpu_blocks=num_blocks,
                                  max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, enable_prefix_caching=args.enable_prefix_caching,
-                                 vocab_size=vocab, hash_seed=args.seed, num_cpu_blocks=tiers.num_cpu_blocks,
+                                 vocab_size=vocab, hash_seed=hash_seed(args.seed), num_cpu_blocks=tiers.num_cpu_blocks,
                                  num_storage_blocks=tiers.num_storage_blocks,
                                  kv_bytes_per_token=profile.kv_bytes_per_token,
                                  cpu_bandwidth_bps=tiers.cpu_bandwidth_bps,
-                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed)
+                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed,
+                    storage=storage)
     lora = LoraRegistry(enabled=args.enable_lora, max_loras=args.max_loras)
     for name, path in _lora_modules(args.lora_modules):
         lora.load(name, path)
@@ -162,7 +194,14 @@ def build(args: argparse.Namespace) -> Any:
     settings = SimSettings(served_model_names=names, model_root=args.model, host=args.host, port=args.port,
                            max_model_len=args.max_model_len, vocab_size=vocab, time_scale=args.time_scale,
                            role=args.role, engine_id=f"sim-{args.host}:{args.port}")
-    return SimServer(settings, engine, tok, metrics, publisher, lora, failures)
+    try:
+        link = make_link(args.kv_link, args.kv_link_bandwidth_gbps * 1e9 if args.kv_link_bandwidth_gbps else None,
+                         args.kv_link_setup_ms / 1e3 if args.kv_link_setup_ms is not None else None)
+        pd = SimPD(args.role, link, KVLeases(num_blocks, args.kv_lease_ttl_s), metrics.registry,
+                   failure_rate=args.kv_transfer_failure_rate, seed=args.seed)
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
+    return SimServer(settings, engine, tok, metrics, publisher, lora, failures, pd=pd)
 
 
 async def _serve(srv: Any, host: str, port: int) -> None:

@@ -7,6 +7,8 @@ engine counts tiers in GPU-sized blocks, so bytes become ``bytes // (kv bytes pe
 size)``: vLLM's ``cpu_bytes_to_use`` is the total over all TP ranks and our profile's
 ``kv_bytes_per_token`` is per device. vLLM's filesystem tier has no size (the directory is the index and
 an external evictor trims it), so the sim bounds it: ``--num-storage-blocks``, else 10x the CPU tier.
+With a ``root_dir`` the tier is that directory (``sim.shared_dir``): every sim process pointed at it
+shares the blocks, as vLLM pods sharing a mount do; without one it is a private in-memory tier.
 Our explicit ``--num-cpu-blocks`` / ``--num-storage-blocks`` override whatever vLLM's flags implied.
 """
 
@@ -33,6 +35,7 @@ class TierSettings:
     cpu_bandwidth_bps: float = 25e9
     storage_bandwidth_bps: float = 2e9
     cpu_bytes: int | None = None  # what vLLM was asked for, for cache_config_info's kv_offloading_size
+    storage_root: str | None = None  # the fs tier's root_dir: a directory shared with other replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +71,9 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _from_connector(extra: dict[str, Any], block_size: int, bytes_per_block: int) -> tuple[int, bool, int | None]:
-    """(CPU blocks, has an fs tier, CPU bytes) from one OffloadingConnector's extra config."""
+def _from_connector(extra: dict[str, Any], block_size: int,
+                    bytes_per_block: int) -> tuple[int, bool, int | None, str | None]:
+    """(CPU blocks, has an fs tier, CPU bytes, fs root_dir) from one OffloadingConnector's extra config."""
     cpu_bytes = None
     if "cpu_bytes_to_use" in extra:
         cpu_bytes = _positive_int("cpu_bytes_to_use", extra["cpu_bytes_to_use"])
@@ -80,7 +84,7 @@ def _from_connector(extra: dict[str, Any], block_size: int, bytes_per_block: int
     else:
         raise TierFlagError("--kv-transfer-config OffloadingConnector needs kv_connector_extra_config "
                             "cpu_bytes_to_use (or num_cpu_blocks)")
-    has_fs = False
+    has_fs, root = False, None
     if extra.get("spec_name", "CPUOffloadingSpec") == TIERING_SPEC:
         tiers = extra.get("secondary_tiers") or []
         if not isinstance(tiers, list) or not all(isinstance(t, dict) for t in tiers):
@@ -90,16 +94,21 @@ def _from_connector(extra: dict[str, Any], block_size: int, bytes_per_block: int
                 raise TierFlagError(f"--kv-transfer-config secondary tier type {t.get('type')!r} is not simulated; "
                                     "the sim models 'fs' (shared storage)")
             has_fs = True
-    return cpu_blocks, has_fs, cpu_bytes
+            if t.get("root_dir") is not None:
+                if not isinstance(t["root_dir"], str) or not t["root_dir"]:
+                    raise TierFlagError("--kv-transfer-config fs tier root_dir must be a non-empty string")
+                root = t["root_dir"]
+    return cpu_blocks, has_fs, cpu_bytes, root
 
 
 def resolve_tiers(flags: TierFlags, *, block_size: int, kv_bytes_per_token: int, tp: int = 1) -> TierSettings:
     """Turn vLLM's offloading flags plus ours into engine tier sizes (GPU blocks) and bandwidths."""
     bytes_per_block = max(1, kv_bytes_per_token * tp * block_size)
-    cpu_blocks, has_fs, cpu_bytes = 0, False, None
+    cpu_blocks, has_fs, cpu_bytes, root = 0, False, None, None
     for extra in _offloading_configs(flags.kv_transfer_config or {}):
-        n, fs, b = _from_connector(extra, block_size, bytes_per_block)
+        n, fs, b, r = _from_connector(extra, block_size, bytes_per_block)
         cpu_blocks, has_fs, cpu_bytes = cpu_blocks + n, has_fs or fs, b if b is not None else cpu_bytes
+        root = r or root
     if flags.kv_offloading_size_gib is not None:
         backend = flags.kv_offloading_backend or "native"
         if backend != "native":
@@ -123,4 +132,4 @@ def resolve_tiers(flags: TierFlags, *, block_size: int, kv_bytes_per_token: int,
     if (cpu_bytes is not None or has_fs) and cpu_blocks == 0 and storage_blocks == 0:
         raise TierFlagError(f"the KV offloading size is smaller than one block ({bytes_per_block} bytes)")
     return TierSettings(cpu_blocks, storage_blocks, flags.cpu_bandwidth_gbps * 1e9,
-                        flags.storage_bandwidth_gbps * 1e9, cpu_bytes)
+                        flags.storage_bandwidth_gbps * 1e9, cpu_bytes, root if storage_blocks else None)

@@ -48,6 +48,7 @@ from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
 from lanterna.cluster.policies import resolve_policy
+from lanterna.cluster.tiers import STORAGE_MOUNT, engine_tier_kwargs, make_shared_storage
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import NoCapacity
 from lanterna.flowcontrol import (
@@ -63,6 +64,7 @@ from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
+from lanterna.sim.tiers import KVTier
 from lanterna.sim.types import EngineRequest, StepOutput
 
 _STEP, _ARRIVE, _SCRAPE, _EXPIRE, _READY, _TICK = 0, 1, 2, 3, 4, 5
@@ -78,15 +80,17 @@ class EngineLike(Protocol):
     def stats(self) -> Any: ...
 
 
-def make_engine(c: ClusterTarget, seed: int) -> EngineLike:
-    """A simulated vLLM engine for ``c.profile`` with the physics step timer."""
+def make_engine(c: ClusterTarget, seed: int, storage: KVTier | None = None) -> EngineLike:
+    """A simulated vLLM engine for ``c.profile`` with the physics step timer and ``c.tiers``;
+    ``storage``: the cluster's shared storage tier (``cluster.tiers.make_shared_storage``)."""
     from lanterna.sim import Engine, EngineConfig, get_profile, make_timer
 
-    blocks = c.num_gpu_blocks or get_profile(c.profile).num_gpu_blocks(c.block_size)
+    p = get_profile(c.profile)
+    blocks = c.num_gpu_blocks or p.num_gpu_blocks(c.block_size)
     cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
                        max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20,
-                       compact_outputs=True)
-    return Engine(cfg, make_timer("physics", c.profile), seed=seed)
+                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c))
+    return Engine(cfg, make_timer("physics", c.profile), seed=seed, storage=storage)
 
 
 @dataclass(slots=True)
@@ -123,6 +127,8 @@ class VirtualCluster:
         self._index_of: dict[str, int] = {}
         self.endpoints: list[Endpoint] = []
         self._scraped: list[int] = []
+        self.storage = make_shared_storage(self.c)  # one tier every engine shares, or None
+        self._mount = STORAGE_MOUNT if self.storage is not None else None
         self.index.set_block_size(self.c.model, self.c.block_size)
         self.autoscaler: Any = None
         initial = self.c.replicas
@@ -176,7 +182,8 @@ class VirtualCluster:
         addr = f"10.0.{i // 250}.{i % 250 + 1}:8000"
         ep = Endpoint(id=addr, address=addr, models=frozenset({self.c.model}))
         self.all_endpoints.append(ep)
-        self.engines.append(self._engine_factory(self.c, self.cfg.seed * 1000 + i))
+        storage = (self.storage,) if self.storage is not None else ()
+        self.engines.append(self._engine_factory(self.c, self.cfg.seed * 1000 + i, *storage))
         self._busy.append(False)
         self._index_of[ep.id] = i
         return i
@@ -184,7 +191,7 @@ class VirtualCluster:
     def _route(self, i: int) -> None:
         """Replica i is ready: index its KV events, scrape it, let the scheduler pick it."""
         ep = self.all_endpoints[i]
-        self.applier.add_endpoint(ep.id, self.c.model)
+        self.applier.add_endpoint(ep.id, self.c.model, storage=self._mount)
         self.endpoints.append(ep)
         self._scraped.append(i)
 
@@ -506,4 +513,8 @@ class VirtualCluster:
 
 
 def run_virtual(cfg: BenchConfig, engine_factory: Any = make_engine, *, progress: bool = False) -> RunResult:
+    if cfg.cluster is not None and cfg.cluster.pd is not None:
+        from lanterna.cluster.virtual_pd import PDVirtualCluster
+
+        return PDVirtualCluster(cfg, engine_factory, progress=progress).run()
     return VirtualCluster(cfg, engine_factory, progress=progress).run()

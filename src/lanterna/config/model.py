@@ -52,6 +52,31 @@ class TrafficSplitTarget(_Section):
     weight: float = Field(default=1.0, ge=0)
 
 
+class EdgeLimitsConfig(_Section):
+    """Limits on what a client may send, enforced before any parsing (``gateway.server``, ``gateway.edge``)."""
+
+    max_line_size: int = Field(default=8190, ge=256)  # request line bytes
+    max_field_size: int = Field(default=8190, ge=256)  # one header line's bytes
+    max_headers: int = Field(default=100, ge=8)  # header count; more -> 431
+    header_timeout_s: float = Field(default=5.0, gt=0)  # first byte of a request -> end of its headers
+    body_timeout_s: float = Field(default=15.0, gt=0)  # reading the whole body
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)  # idle keep-alive connection
+    lingering_s: float = Field(default=1.0, ge=0)  # reading an unread body after the response, then close
+    max_json_depth: int = Field(default=64, ge=2)  # nesting of arrays/objects
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: wait this long for in-flight requests
+    shutdown_retry_after_s: int = Field(default=5, ge=0)  # Retry-After on 503s while draining
+
+
+class PDConfig(_Section):
+    """Who runs the prefill of a disaggregated request (llm-d's two placements; ``routing.pd``).
+
+    ``gateway``: the gateway sends the prefill, then the decode with the returned ``kv_transfer_params``.
+    ``sidecar``: the gateway only sets ``x-prefiller-host-port`` on the decode request and the decode pod's
+    sidecar (``lanterna sidecar``, llm-d's routing sidecar) runs both legs. Never both for one request."""
+
+    placement: Literal["gateway", "sidecar"] = "gateway"
+
+
 class GatewayConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -69,7 +94,12 @@ class GatewayConfig(_Section):
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on logger lanterna.access (stdout)
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
+    # inference_extension_plugin_duration_seconds times 1 scheduling cycle in N (the first included); 1: all
+    plugin_timing_every: int = Field(default=16, ge=1)
     scheduler_reload_s: float = Field(default=1.0, ge=0)  # poll a scheduler config file for changes; 0: off
+    limits: EdgeLimitsConfig = Field(default_factory=EdgeLimitsConfig)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # /metrics on its own listener; None: main port
+    pd: PDConfig = Field(default_factory=PDConfig)
 
 
 class StaticEndpoint(_Section):
@@ -112,6 +142,11 @@ class KVIndexConfig(_Section):
     tier_weights: dict[TierName, float] = Field(default_factory=_default_tier_weights)
     replay_endpoints: dict[str, str] = Field(default_factory=dict)  # endpoint address -> tcp:// replay ROUTER
     storage: dict[str, str] = Field(default_factory=dict)  # endpoint address -> shared-storage mount name
+    # One SUB socket that every publisher connects to (llm-d's kvEventsConfig.zmqEndpoint, which the
+    # precise-prefix-cache-scorer's parameters may also give); a wildcard address binds, e.g. tcp://*:5557.
+    # Messages are routed by topic kv@<ip>[:<port>]@<model>. None: only per-endpoint publishers (kv_events).
+    zmq_endpoint: str | None = None
+    topic_filter: str = "kv@"
 
 
 class FlowControlConfig(_Section):
@@ -123,9 +158,75 @@ class FlowControlConfig(_Section):
     retry_after_s: float = Field(default=1.0, gt=0)
 
 
+class ApiKeySpec(_Section):
+    """One client key as stored: its hash (``lanterna auth hash-key``) and what it may do."""
+
+    hash: str  # sha256:<hex> of the key
+    tenant: str = Field(min_length=1)  # fairness id of every request made with this key
+    name: str = ""  # for logs and metrics; never the key
+    max_priority: int = 0  # ceiling on the objective's priority
+    requests_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)  # default ceil(requests_per_s)
+    tokens_per_min: float | None = Field(default=None, gt=0)  # charged prompt estimate + max_tokens at admission
+    token_burst: int | None = Field(default=None, ge=1)  # default tokens_per_min
+    models: list[str] | None = None  # None: every model
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        from lanterna.auth.keys import normalise_hash
+
+        return normalise_hash(v)
+
+
+class AuthConfig(_Section):
+    """Client and admin authentication. Off by default (open mode); even then client priority is capped."""
+
+    enabled: bool = False  # require a valid client key on inference and model routes
+    keys: list[ApiKeySpec] = Field(default_factory=list)  # inline keys (hashes only)
+    keys_file: str | None = None  # YAML/JSON: {keys: [ApiKeySpec, ...]} or a list
+    keys_env: str = "LANTERNA_API_KEYS"  # env var holding the same document, read when set
+    secret_dir: str | None = None  # mounted Kubernetes Secret: one entry (or a keys document) per file
+    reload_s: float = Field(default=5.0, ge=0)  # poll keys_file/secret_dir for changes; 0: off
+    anonymous_max_priority: int = 0  # priority ceiling of requests without a key (open mode)
+    admin_keys: list[str] = Field(default_factory=list)  # hashes of admin keys (/debug/*, reload, admin)
+    open_admin: bool = False  # no admin keys: True serves admin routes to anyone, False answers 404
+    # trust x-gateway-model-name-rewrite on client requests (set it only when a gateway in front sets the header,
+    # e.g. an HTTPRoute filter, and strips clients' own): off, a client cannot redirect itself to another model
+    forward_model_rewrite_header: bool = False
+    upstream_api_key_env: str | None = None  # env var with the backends' own key (sent as Bearer)
+    upstream_api_key_file: str | None = None  # file with the backends' own key
+    rate_limit_share: int = Field(default=1, ge=1)  # gateway worker processes: each enforces rate / share
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _admin_hashes(cls, v: list[str]) -> list[str]:
+        from lanterna.auth.keys import normalise_hash
+
+        return [normalise_hash(h) for h in v]
+
+
+class SidecarConfig(_Section):
+    """``lanterna sidecar``: the decode pod's proxy that runs the prefill leg (P/D placement ``sidecar``).
+
+    It accepts ``x-prefiller-host-port`` only for targets in ``allowed_prefillers`` plus, with
+    ``allow_labelled_endpoints``, the ``endpoints.static`` entries labelled ``llm-d.ai/role: prefill``/``both``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    decode: str = "127.0.0.1:8200"  # host:port of the local model server (vLLM behind the sidecar)
+    allowed_prefillers: list[str] = Field(default_factory=list)  # host:port
+    allow_labelled_endpoints: bool = True
+    connect_s: float = Field(default=4.0, gt=0)
+    prefill_timeout_s: float = Field(default=60.0, gt=0)  # the whole prefill leg
+    request_timeout_s: float = Field(default=600.0, gt=0)  # the decode leg, to its last byte
+
+
 class LanternaConfig(_Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     scheduler: dict[str, Any] | str | None = None  # EndpointPickerConfig verbatim or a path to one; None = default
     kvindex: KVIndexConfig = Field(default_factory=KVIndexConfig)
     flowcontrol: FlowControlConfig = Field(default_factory=FlowControlConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)

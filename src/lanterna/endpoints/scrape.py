@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -124,12 +124,21 @@ def parse_metrics(text: str, into: EndpointMetrics, now: float) -> EndpointMetri
     return into
 
 
+# GET ``path`` from ``address`` within ``timeout_s``: (status, body); raises OSError / TimeoutError.
+Fetch = Callable[[str, str, float], Awaitable[tuple[int, bytes]]]
+
+
 class MetricsScraper:
-    """One polling task per endpoint; a failed scrape leaves the old snapshot (it simply ages)."""
+    """One polling task per endpoint; a failed scrape leaves the old snapshot (it simply ages).
+
+    ``fetch``: a leaner GET than the aiohttp session (the gateway passes its upstream pools' ``get``): at the
+    default 75 ms interval the scrapes are most of an idle gateway's CPU."""
 
     def __init__(self, session: aiohttp.ClientSession, interval_s: float = 0.075, timeout_s: float = 1.0,
-                 on_scrape: Callable[[Endpoint], None] | None = None) -> None:
+                 on_scrape: Callable[[Endpoint], None] | None = None, fetch: Fetch | None = None) -> None:
         self._session = session
+        self._fetch = fetch
+        self._timeout_s = timeout_s
         self._on_scrape = on_scrape  # after every attempt (a failed one ages the snapshot): cached views refresh
         self._interval_s = interval_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -143,6 +152,15 @@ class MetricsScraper:
         self._tasks.cancel(endpoint_id)
 
     async def scrape_once(self, ep: Endpoint) -> bool:
+        if self._fetch is not None:
+            try:
+                status, body = await self._fetch(ep.address, "/metrics", self._timeout_s)
+            except (OSError, TimeoutError):
+                return False
+            if status != 200:
+                return False
+            parse_metrics(body.decode("utf-8", "replace"), ep.metrics, time.monotonic())
+            return True
         try:
             async with self._session.get(f"http://{ep.address}/metrics", timeout=self._timeout) as resp:
                 if resp.status != 200:

@@ -3,8 +3,8 @@
 The state (``gateway/state.py``) holds the routing state and the I/O owners: the upstream keep-alive pools
 that carry proxied requests (``gateway/upstream.py``; uncapped: flow control caps concurrency) and one
 aiohttp ``ClientSession`` for health checks, scrapes and tokenization. Long-lived pollers (metrics scrapes,
-health checks, KV-event subscribers, the scheduler config watcher) are owned by a ``cleanup_ctx`` so they
-stop with the app.
+health checks, KV-event subscribers, the scheduler config watcher) run inside ``running(gw)``, which the app's
+``cleanup_ctx`` enters (so they stop with the app) and the ext_proc picker (``lanterna.epp``) enters too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
@@ -24,23 +25,29 @@ from lanterna.endpoints.health import HealthChecker
 from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
+from lanterna.gateway.auth import AUTH, EdgeAuth, auth_reload_ctx
+from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.flow_metrics import FlowCollector
-from lanterna.gateway.middleware import error_middleware
+from lanterna.gateway.front import edge_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
-from lanterna.gateway.reload import start_reloader
-from lanterna.gateway.routes import add_routes
+from lanterna.gateway.reload import start_reloader, timed
+from lanterna.gateway.routes import add_routes, render_metrics
+from lanterna.gateway.server import SHUTDOWN, Shutdown, build_metrics_app, serve_edge
 from lanterna.gateway.state import GATEWAY, PREWARM, Gateway
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.gateway.upstream import Upstreams
 from lanterna.kvindex.index import KVIndex
+from lanterna.obs.access import AccessLog
 from lanterna.obs.metrics import GatewayMetrics
+from lanterna.obs.tracing import Tracer
 from lanterna.routing.flow import FlowConfig, FlowController
 from lanterna.routing.retries import Breakers
 from lanterna.scheduler import Scheduler, SchedulerServices, default_epp_config, load_epp_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GATEWAY", "Gateway", "build_app", "create_gateway", "endpoint_from_spec", "serve"]
+__all__ = ["GATEWAY", "Gateway", "build_app", "build_metrics_only_app", "create_gateway", "endpoint_from_spec",
+           "running", "serve"]
 
 
 def endpoint_from_spec(spec: StaticEndpoint) -> Endpoint:
@@ -57,10 +64,13 @@ def _build_scheduler(cfg: LanternaConfig, rng: random.Random, clock: MonotonicCl
 
 
 def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, scheduler: Scheduler | None = None,
-                   kv_index: KVIndex | None = None, transport: UpstreamTransport | None = None) -> Gateway:
+                   kv_index: KVIndex | None = None, transport: UpstreamTransport | None = None,
+                   access_log: AccessLog | None = None, tracer: Tracer | None = None) -> Gateway:
     """Build the state (raises ConfigError for a bad scheduler config); nothing runs until the app starts.
 
-    ``transport``: carry proxied requests over this instead of real keep-alive pools (socket-free tests)."""
+    ``transport``: carry proxied requests over this instead of real keep-alive pools (socket-free tests).
+    ``access_log`` / ``tracer``: instead of the ones ``gateway.access_log`` / ``gateway.tracing`` configure
+    (the ``lanterna.access`` logger; the global OpenTelemetry provider)."""
     rng = random.Random(cfg.gateway.seed)
     clock = MonotonicClock()
     if scheduler is None:
@@ -68,6 +78,12 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     gw = Gateway(cfg=cfg, store=EndpointStore(), scheduler=scheduler, metrics=GatewayMetrics(cfg.gateway.pool_name),
                  breakers=Breakers(cfg.gateway.circuit_breaker.failure_threshold, cfg.gateway.circuit_breaker.open_s),
                  rng=rng, clock=clock, kv_index=kv_index, upstreams=transport)
+    lim = cfg.gateway.limits
+    gw.body_limits = BodyLimits(cfg.gateway.max_body_bytes, lim.body_timeout_s, lim.max_json_depth)
+    timed(gw, gw.scheduler)
+    mode = cfg.gateway.access_log
+    gw.access_log = access_log or (AccessLog(mode) if mode != "off" else None)
+    gw.tracer = tracer or (Tracer(enabled=True) if cfg.gateway.tracing else None)
     fc = cfg.flowcontrol
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
@@ -81,24 +97,42 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     return gw
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    gw = app[GATEWAY]
+def _chain(first: Callable[[Endpoint, bool], None], then: Callable[[Endpoint, bool], None]
+           ) -> Callable[[Endpoint, bool], None]:
+    def both(ep: Endpoint, healthy: bool) -> None:
+        first(ep, healthy)
+        then(ep, healthy)
+
+    return both
+
+
+@asynccontextmanager
+async def running(gw: Gateway, *, proxy: bool = True,
+                  on_health_change: Callable[[Endpoint, bool], None] | None = None) -> AsyncIterator[None]:
+    """Run the state's pollers (health checks, scrapes, KV-event subscriptions, the config reloader) for the
+    block's duration. ``proxy=False`` (the ext_proc picker: Envoy moves the bytes) opens no upstream pools;
+    ``on_health_change`` is told of each endpoint health transition after the gateway's own handling."""
     t = gw.cfg.gateway.timeouts
     ecfg = gw.cfg.endpoints
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, family=socket.AF_INET)
     session = gw.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                  skip_auto_headers=("User-Agent",))
     upstreams = gw.upstreams
-    if upstreams is None:
-        upstreams = gw.upstreams = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
+    fetch = None  # scrapes over the lean pools when they are real sockets (a test's transport has no GET)
+    if upstreams is None and proxy:
+        real = Upstreams(connect_s=t.connect_s, idle_s=max(t.stream_idle_s, t.first_byte_s))
+        upstreams = gw.upstreams = real
+        fetch = real.get
+    on_change = gw.health_changed if on_health_change is None else _chain(gw.health_changed, on_health_change)
     scraper = gw.scraper = MetricsScraper(session, ecfg.scrape_interval_s, ecfg.scrape_timeout_s,
-                                          on_scrape=gw.refresh_saturation)
+                                          on_scrape=gw.refresh_saturation, fetch=fetch)
     health = gw.health = HealthChecker(session, gw.store, interval_s=ecfg.health_interval_s,
                                        timeout_s=ecfg.scrape_timeout_s, unhealthy_after=ecfg.unhealthy_after,
-                                       on_change=gw.health_changed)
+                                       on_change=on_change)
     # A first health + models round before serving, so /v1/models and routing work from the first request.
     await asyncio.gather(*(health.check_once(ep) for ep in gw.store.all()), return_exceptions=True)
-    await asyncio.gather(*(upstreams.prewarm(ep.address, PREWARM) for ep in gw.store.all() if ep.healthy))
+    if upstreams is not None:
+        await asyncio.gather(*(upstreams.prewarm(ep.address, PREWARM) for ep in gw.store.all() if ep.healthy))
     for ep in gw.store.all():
         scraper.watch(ep)
         health.watch(ep, checked=True)
@@ -115,26 +149,47 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await stop_precise(gw)
         if gw.flow is not None:
             gw.flow.close()
-        upstreams.close()
+        if upstreams is not None:
+            upstreams.close()
         await session.close()
 
 
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async with running(app[GATEWAY]):
+        yield
+
+
 def build_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=gw.cfg.gateway.max_body_bytes)
+    """The client-facing app. One middleware (``gateway.front``), in this order: errors -> OpenAI shape; drain
+    (refuse new requests while shutting down); authentication + request-rate charge for ``/v1/*`` (before the
+    body is read).
+    Raises ConfigError for a bad auth config (no keys, unreadable upstream credential)."""
+    gcfg = gw.cfg.gateway
+    gw.auth = EdgeAuth.from_config(gw.cfg.auth)
+    gw.shutdown = Shutdown(gcfg.limits.shutdown_retry_after_s)
+    app = web.Application(middlewares=[edge_middleware(gw.shutdown, gw.auth)],
+                          client_max_size=gcfg.max_body_bytes)
     app[GATEWAY] = gw
-    add_routes(app, debug=gw.cfg.gateway.debug_endpoints)
+    app[AUTH] = gw.auth
+    app[SHUTDOWN] = gw.shutdown
+    add_routes(app, debug=gcfg.debug_endpoints, serve_metrics=gcfg.metrics_port is None)
     app.cleanup_ctx.append(_lifecycle)
-    if gw.cfg.gateway.tracing:
+    app.cleanup_ctx.append(auth_reload_ctx)
+    if gw.tracer is not None:
         from lanterna.gateway.tracing import enable_tracing
 
-        enable_tracing(app)
+        enable_tracing(app, gw.tracer)
+    return app
+
+
+def build_metrics_only_app(gw: Gateway) -> web.Application:
+    """``gateway.metrics_port``: /metrics on its own listener (kept off the client-facing port)."""
+    app = build_metrics_app(lambda: render_metrics(gw))
+    app[GATEWAY] = gw
     return app
 
 
 async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
-    """Start serving; the caller awaits shutdown and calls ``runner.cleanup()``."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, reuse_port=reuse_port)
-    await site.start()
-    return runner
+    """Start serving with the edge limits (header/body deadlines, header caps answered as OpenAI-shaped 431);
+    the caller awaits shutdown and calls ``runner.cleanup()``."""
+    return await serve_edge(app, host, port, app[GATEWAY].cfg.gateway.limits, reuse_port=reuse_port)

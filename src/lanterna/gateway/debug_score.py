@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
@@ -84,4 +84,4 @@ async def debug_score(request: web.Request) -> web.Response:
     out = {"model": call.target, "kind": kind,
            "num_prompt_tokens": len(sreq.token_ids) if sreq.token_ids is not None else None,
            "candidates": [e.id for e in call.candidates], **explain(gw.scheduler, sreq, call.candidates)}
-    return web.Response(body=orjson.dumps(out), content_type="application/json")
+    return web.Response(body=msgspec.json.encode(out), content_type="application/json")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 from aiohttp import web
 
 from lanterna.endpoints.types import Endpoint
@@ -27,15 +26,12 @@ from lanterna.gateway.proxy import (
 )
 from lanterna.gateway.state import Gateway
 from lanterna.gateway.streaming import SSEResponse, error_frame, relay_stream, usage_from_body
-from lanterna.routing import core
+from lanterna.routing import core, pd
 from lanterna.routing.accounting import LoadTicket
 from lanterna.routing.call import InferenceCall
 from lanterna.routing.fields import HDR_DESTINATION, HDR_PREFILLER, rewrite_body
 
 log = logging.getLogger(__name__)
-
-_KV_PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
-                      "remote_block_ids": None, "remote_host": None, "remote_port": None}
 
 
 class EndpointWentUnhealthy(UpstreamFailed):
@@ -50,35 +46,46 @@ def _failure_reason(err: LanternaError) -> str:
     return "timeout" if isinstance(err, UpstreamTimeout) else "error"
 
 
-async def _send(gw: Gateway, ep: Endpoint, path: str, body: bytes, headers: dict[str, str], wait_s: float) -> Opened:
+async def _send(gw: Gateway, call: InferenceCall, ep: Endpoint, path: str, body: bytes, headers: dict[str, str],
+                wait_s: float) -> Opened:
+    """One attempt, in an ``upstream`` span (send to first bytes) whose context the upstream receives."""
     assert gw.upstreams is not None
     watch = gw.waiting_attempts.get(ep.id)
     if watch is None:
         watch = gw.waiting_attempts[ep.id] = set()
-    try:
-        return await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s, watch=watch)
-    except UpstreamTimeout:
-        if not ep.healthy:
-            raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
-        raise
+    trace = call.trace
+    with trace.span("upstream") as span:
+        trace.inject(headers)
+        try:
+            opened = await open_upstream(gw.upstreams, ep.address, path, body, headers, first_byte_s=wait_s,
+                                         watch=watch)
+        except UpstreamTimeout:
+            if not ep.healthy:
+                raise EndpointWentUnhealthy("the upstream replica became unavailable") from None
+            raise
+        if trace.recording:
+            span.set("server.address", ep.address)
+            span.set("http.response.status_code", opened.status)
+        return opened
 
 
 async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, headers: dict[str, str]
-                   ) -> tuple[bytes, dict[str, str]] | None:
-    """P/D (PROTOCOLS.md section 4): prefill remotely, return the decode body carrying the returned
-    ``kv_transfer_params``. None when prefill failed: the decode endpoint then prefills locally."""
-    extra: dict[str, object] = {"kv_transfer_params": _KV_PREFILL_PARAMS, "stream": False, "stream_options": None,
-                                "max_tokens": 1}
-    if call.kind == "chat":
-        extra["max_completion_tokens"] = 1
+                   ) -> bytes | None:
+    """P/D placement ``gateway`` (PROTOCOLS.md section 4): prefill remotely, return the decode body carrying the
+    returned ``kv_transfer_params`` verbatim. None when the prefill failed: the decode endpoint then prefills
+    locally (aggregated serving), counted in ``lanterna_gateway_pd_prefill_fallbacks_total``."""
     wait_s = core.attempt_timeout(gw, call, pf)
     breaker = gw.breakers.get(pf.id)
     breaker.begin(gw.clock.now())
+    fallbacks = gw.metrics.pd_fallbacks
     with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
         try:
-            opened = await _send(gw, pf, path, rewrite_body(call.body, **extra), headers, wait_s)
+            opened = await _send(gw, call, pf, path, rewrite_body(call.body, **pd.prefill_fields(call.kind == "chat")),
+                                 headers, wait_s)
         except LanternaError as err:
-            core.attempt_failed(gw, call, pf, _failure_reason(err))
+            reason = _failure_reason(err)
+            core.attempt_failed(gw, call, pf, reason)
+            fallbacks.labels(reason).inc()
             log.warning("prefill_failed", extra={"endpoint": pf.id, "error": err.message})
             return None
         except BaseException:
@@ -87,17 +94,19 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
     try:
         if opened.status >= 500:
             core.attempt_failed(gw, call, pf, f"http_{opened.status}")
+            fallbacks.labels("http_5xx").inc()
             return None
+        breaker.on_success()  # alive (a 4xx: it refused this request)
         if opened.status != 200:
-            breaker.on_success()  # alive; it refused this request
+            fallbacks.labels("http_4xx").inc()
             return None
-        breaker.on_success()
-        kv = orjson.loads(opened.first).get("kv_transfer_params")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+        kv = pd.kv_params_of(opened.first)
     finally:
         opened.response.release()
-    return rewrite_body(call.body, kv_transfer_params=kv), {**headers, HDR_PREFILLER: pf.address}
+    if kv is None:
+        fallbacks.labels("no_kv_params").inc()
+        return None
+    return rewrite_body(call.body, kv_transfer_params=kv)
 
 
 def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
@@ -106,21 +115,31 @@ def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
 
 async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
     order = core.schedule(gw, call)
-    headers = forward_headers(request.headers, call.request_id)
+    auth = gw.auth
+    headers = forward_headers(request.headers, call.request_id,
+                              upstream_api_key=auth.upstream_api_key if auth is not None else None,
+                              allow_model_rewrite=gw.cfg.auth.forward_model_rewrite_header)
     path = request.path
     pf = call.prefill
     last_err: LanternaError | None = None
     n = len(order)
+    sidecar_mode = gw.cfg.gateway.pd.placement == "sidecar"
+    decode_body: bytes | None = None  # placement gateway: the prefill leg runs once, whatever the decode retries
+    prefilled = False
     for i, ep in enumerate(order):
         send_body, send_headers = call.body, headers
         if pf is not None and pf.id != ep.id:
-            pd = await _prefill(gw, call, pf, path, headers)
-            if pd is not None:
-                send_body, send_headers = pd
+            if sidecar_mode:  # the decode pod's sidecar runs the prefill leg
+                send_headers = {**headers, HDR_PREFILLER: pf.address}
+            else:  # NOTE: no x-prefiller-host-port here, or a decode sidecar would prefill a second time
+                if not prefilled:
+                    decode_body, prefilled = await _prefill(gw, call, pf, path, headers), True
+                if decode_body is not None:
+                    send_body = decode_body
         wait_s = core.attempt_timeout(gw, call, ep)  # UpstreamTimeout once the request's deadline passed
         ticket = core.begin_attempt(gw, call, ep)
         try:
-            opened = await _send(gw, ep, path, send_body, send_headers, wait_s)
+            opened = await _send(gw, call, ep, path, send_body, send_headers, wait_s)
         except LanternaError as err:
             ticket.release()
             if _past_deadline(gw, call):
@@ -157,6 +176,7 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
         hdrs[HDR_DESTINATION] = ep.id
         if not opened.streaming:
             ticket.first_token()
+            call.response_bytes = len(opened.first)
             usage = usage_from_body(opened.first) if opened.status == 200 else None
             if usage is not None:
                 call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -172,12 +192,13 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
                 async with asyncio.timeout(max(0.0, call.deadline - gw.clock.now())):
                     outcome = await relay_stream(opened.response, opened.first, out, ticket)
         except TimeoutError:  # the request's deadline passed mid-stream
-            call.status = UpstreamTimeout.status
+            call.status, call.error = UpstreamTimeout.status, UpstreamTimeout.error_type
             try:
                 await out.write_eof(error_frame(UpstreamTimeout("the request's deadline passed")))
             except (ConnectionResetError, OSError):
                 pass
             return out
+        call.response_bytes = outcome.num_bytes
         usage = outcome.usage
         if usage is not None:
             call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -185,11 +206,13 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
         elif outcome.num_frames:
             call.output_tokens = max(0, outcome.num_frames - 1)
         if outcome.upstream_error is not None:
-            call.status = outcome.upstream_error.status
+            call.status, call.error = outcome.upstream_error.status, outcome.upstream_error.error_type
             core.attempt_failed(gw, call, ep, "mid_stream")
             log.warning("upstream_died_mid_stream", extra={"endpoint": ep.id, "error": outcome.upstream_error.message})
+        elif outcome.client_gone:
+            call.error = core.CLIENT_GONE
         else:
-            clean = not outcome.client_gone
+            clean = True
         if not outcome.client_gone:
             try:
                 await out.write_eof()

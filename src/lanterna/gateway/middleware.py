@@ -2,7 +2,8 @@
 
 Every response carries ``x-request-id`` (the client's, or a new one); the id lives in a ContextVar for
 the logs and is forwarded upstream. ``LanternaError`` becomes the OpenAI/vLLM error body; aiohttp's own
-404/405/413 become their vLLM-shaped equivalents; anything else is logged with the request id and
+404/405/413 become OpenAI-shaped errors too (the simulator keeps vLLM's ``{"detail"}`` for parity; a
+gateway client gets one shape for everything); anything else is logged with the request id and
 answered as a 500 without a traceback.
 """
 
@@ -12,10 +13,16 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-import orjson
+import msgspec
 from aiohttp import web
 
-from lanterna.errors import InternalError, LanternaError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from lanterna.errors import (
+    EndpointNotFound,
+    InternalError,
+    LanternaError,
+    MethodNotSupported,
+    PayloadTooLarge,
+)
 from lanterna.obs.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -37,15 +44,16 @@ def error_response(err: LanternaError, request_id: str | None) -> web.Response:
     headers = dict(err.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.Response(status=err.status, body=orjson.dumps(err.body()), content_type="application/json",
+    return web.Response(status=err.status, body=msgspec.json.encode(err.body()), content_type="application/json",
                         headers=headers)
 
 
-def _translate(exc: web.HTTPException) -> LanternaError:
+def http_error(exc: web.HTTPException) -> LanternaError:
+    """aiohttp's own HTTP errors (404, 405, 413) as the vLLM-shaped errors a client gets."""
     if isinstance(exc, web.HTTPNotFound):
-        return RouteNotFound("Not Found")
+        return EndpointNotFound(f"Not Found: {exc.status} no route for this path", param="path")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        err: LanternaError = MethodNotAllowed("Method Not Allowed")
+        err: LanternaError = MethodNotSupported(f"Method Not Allowed: {exc.method}", param="method")
         err.headers["allow"] = ",".join(sorted(exc.allowed_methods))
         return err
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
@@ -55,8 +63,24 @@ def _translate(exc: web.HTTPException) -> LanternaError:
     return err
 
 
+def answer_error(exc: Exception, rid: str, request: web.BaseRequest) -> web.Response:
+    """The error edge's answer to ``exc`` (call it from an ``except Exception`` block): a ``LanternaError`` or
+    aiohttp's 4xx/5xx in the OpenAI shape; anything else logged with the request id and answered 500.
+    A redirect (``HTTPException`` under 400) is re-raised for aiohttp to send."""
+    if isinstance(exc, LanternaError):
+        return error_response(exc, rid)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return error_response(http_error(exc), rid)
+    log.error("unhandled_error", exc_info=exc, extra={"path": request.path})
+    return error_response(InternalError(f"internal error (request id {rid})"), rid)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id + error shaping alone (the metrics listener, small apps); the client-facing gateway runs
+    ``gateway.front.edge_middleware``, which does this plus drain and auth in one frame."""
     rid = request.headers.get("x-request-id") or new_request_id()
     token = REQUEST_ID.set(rid)
     try:
@@ -64,14 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if not resp.prepared:
             resp.headers["x-request-id"] = rid
         return resp
-    except LanternaError as err:
-        return error_response(err, rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_translate(exc), rid)
-    except Exception:
-        log.exception("unhandled_error", extra={"path": request.path})
-        return error_response(InternalError(f"internal error (request id {rid})"), rid)
+    except Exception as exc:
+        return answer_error(exc, rid, request)
     finally:
         REQUEST_ID.reset(token)

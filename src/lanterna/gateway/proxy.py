@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from lanterna.errors import UpstreamFailed, UpstreamTimeout
+from lanterna.gateway.header_policy import upstream_headers
 from lanterna.gateway.transport import ConnectError, UpstreamReply, UpstreamTransport
 
 log = logging.getLogger(__name__)
 
-# Hop-by-hop and recomputed headers that must not be copied between client and upstream.
-_SKIP_REQUEST = frozenset(("host", "content-length", "transfer-encoding", "connection", "keep-alive",
-                           "accept-encoding", "expect", "upgrade", "te", "trailer", "proxy-connection",
-                           "x-request-id", "content-type", "x-request-timeout"))
+# Hop-by-hop and recomputed response headers that must not be copied back to the client.
 _SKIP_RESPONSE = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
                             "date", "server"))
 
@@ -52,13 +50,12 @@ class Opened:
     streaming: bool
 
 
-def forward_headers(incoming: Mapping[str, str], request_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    out = {k: v for k, v in incoming.items() if k.lower() not in _SKIP_REQUEST}
-    out["x-request-id"] = request_id
-    out["content-type"] = "application/json"
-    if extra:
-        out.update(extra)
-    return out
+def forward_headers(incoming: Mapping[str, str], request_id: str, extra: Mapping[str, str] | None = None, *,
+                    upstream_api_key: str | None = None, allow_model_rewrite: bool = False) -> dict[str, str]:
+    """The upstream request's headers: ``gateway.header_policy`` decides (no client credential, no internal
+    llm-d headers, the backends' own key when configured)."""
+    return upstream_headers(incoming, request_id, upstream_api_key=upstream_api_key,
+                            allow_model_rewrite=allow_model_rewrite, extra=extra)
 
 
 def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:

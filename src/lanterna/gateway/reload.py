@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,16 @@ def build_scheduler(gw: RoutingState, epp: EppConfig) -> Scheduler:
     if uses_precise(epp) and gw.kv_index is None and gw.cfg.kvindex.enabled:
         raise ConfigError("precise-prefix-cache-scorer was not configured at startup; restart the gateway to "
                           "enable precise routing")
-    return Scheduler.from_config(epp, rng=gw.rng, clock=gw.clock, services=SchedulerServices(kv_index=gw.kv_index))
+    sched = Scheduler.from_config(epp, rng=gw.rng, clock=gw.clock, services=SchedulerServices(kv_index=gw.kv_index))
+    return timed(gw, sched)
+
+
+def timed(gw: RoutingState, sched: Scheduler) -> Scheduler:
+    """Report ``sched``'s plugin calls to the gateway's per-plugin duration histogram (GAIE's
+    ``inference_extension_plugin_duration_seconds``): every scheduler the gateway runs goes through here.
+    One scheduling cycle in ``gateway.plugin_timing_every`` is timed (see ``Scheduler.set_plugin_timer``)."""
+    sched.set_plugin_timer(gw.metrics.observe_plugin, time.perf_counter, every=gw.cfg.gateway.plugin_timing_every)
+    return sched
 
 
 class SchedulerReloader:

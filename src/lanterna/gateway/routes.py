@@ -5,7 +5,10 @@ core's (``lanterna.routing.core``) except moving bytes (``dispatch``):
 
     prepare (parse, resolve model, candidates) -> admit (flow control, may queue) -> tokenize (precise only)
     -> schedule (pick + attempt order) -> attempts until one yields first bytes -> relay or answer
-    -> complete (once, in ``finally``: response_complete + per-request metrics)
+    -> complete (once, in ``finally``: response_complete, per-request metrics, the access-log line)
+
+A request refused before it becomes a call (unreadable or too large body, 400, 404, 503 from ``prepare``) gets
+its access-log line from ``core.rejected``. The request's trace (``gateway/tracing.py``) rides on the call.
 
 ``/health`` is liveness (200 while the process serves); ``/ready`` is readiness (503 while no endpoint is
 ready for any model).
@@ -13,32 +16,53 @@ ready for any model).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-import orjson
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lanterna.errors import LanternaError
+from lanterna.gateway.auth import principal_of, require_admin
 from lanterna.gateway.dispatch import dispatch
-from lanterna.gateway.state import GATEWAY
+from lanterna.gateway.edge import read_body
+from lanterna.gateway.middleware import http_error
+from lanterna.gateway.state import GATEWAY, Gateway
+from lanterna.gateway.tracing import request_trace
 from lanterna.obs.logs import REQUEST_ID
 from lanterna.routing import core
 from lanterna.scheduler.framework.types import ApiKind
 
 log = logging.getLogger(__name__)
+_json = msgspec.json.encode
 
 
 async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    call = core.prepare(gw, request.headers, await request.read(), kind, request_id=REQUEST_ID.get() or "")
+    assert gw.body_limits is not None and gw.auth is not None
+    started, rid, body = gw.clock.now(), REQUEST_ID.get() or "", b""
+    principal = principal_of(request)
     try:
+        body = await read_body(request, gw.body_limits)  # 400/408/413/415 at the edge: one decode, UTF-8, depth
+        call = core.prepare(gw, request.headers, body, kind, request_id=rid, started=started, principal=principal)
+    except (LanternaError, web.HTTPException) as exc:
+        err = exc if isinstance(exc, LanternaError) else http_error(exc)
+        core.rejected(gw, err, request.headers, body, kind, request_id=rid, started=started, path=request.path,
+                      client=request.remote, principal=principal)
+        raise
+    call.trace, call.path, call.client = request_trace(request), request.path, request.remote
+    try:
+        gw.auth.charge_tokens(principal, call.token_estimate)  # 429 per key; nothing is held yet
         async with core.admit(gw, call):
             await core.tokenize(gw, call)
             return await dispatch(gw, request, call)
     except LanternaError as err:
-        call.status, call.error = err.status, err.error_type
+        call.status, call.error = err.status, core.error_reason(err)
+        raise
+    except asyncio.CancelledError:
+        call.error = core.CLIENT_GONE
         raise
     finally:
         core.complete(gw, call)
@@ -57,26 +81,36 @@ async def list_models(request: web.Request) -> web.Response:
     created = int(time.time())
     data = [{"id": c.id, "object": "model", "created": created, "owned_by": c.owned_by, "root": c.id,
              "parent": c.parent, "max_model_len": c.max_model_len} for c in gw.store.model_cards()]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+    return web.Response(body=_json({"object": "list", "data": data}), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     ready = sum(1 for e in gw.store.all() if e.healthy)
-    return web.Response(body=orjson.dumps({"status": "ok", "ready_endpoints": ready}),
+    return web.Response(body=_json({"status": "ok", "ready_endpoints": ready}),
                         content_type="application/json")
 
 
 async def ready(request: web.Request) -> web.Response:
+    """Readiness: 503 while no endpoint is ready, and from the start of a graceful shutdown (so a load
+    balancer stops sending before the gateway stops admitting)."""
     gw = request.app[GATEWAY]
-    n = sum(1 for e in gw.store.all() if e.healthy)
+    draining = gw.shutdown is not None and gw.shutdown.draining
+    n = 0 if draining else sum(1 for e in gw.store.all() if e.healthy)
     return web.Response(status=200 if n else 503, content_type="application/json",
-                        body=orjson.dumps({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
+                        body=_json({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
                         headers=None if n else {"Retry-After": str(core.NO_ENDPOINT_RETRY_AFTER_S)})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    body, content_type = render_metrics(request.app[GATEWAY])
+    resp = web.Response(body=body)
+    resp.headers["content-type"] = content_type
+    return resp
+
+
+def render_metrics(gw: Gateway) -> tuple[bytes, str]:
+    """Refresh the pool gauges and render the exposition (the main port or ``gateway.metrics_port``)."""
     m, pool = gw.metrics, gw.cfg.gateway.pool_name
     ready = [e for e in gw.store.all() if e.healthy]
     m.pool_ready.labels(pool).set(len(ready))
@@ -88,9 +122,7 @@ async def metrics(request: web.Request) -> web.Response:
     now = gw.clock.now()
     for e in gw.store.all():  # open: the breaker turns requests away, or health checks marked it down
         m.circuit_open.labels(e.id).set(1.0 if not e.healthy or gw.breakers.refuses(e.id, now) else 0.0)
-    resp = web.Response(body=generate_latest(m.registry))
-    resp.headers["content-type"] = CONTENT_TYPE_LATEST
-    return resp
+    return generate_latest(m.registry), CONTENT_TYPE_LATEST
 
 
 async def debug_endpoints(request: web.Request) -> web.Response:
@@ -113,19 +145,24 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                         "age_s": None if mt.scraped_at == float("-inf") else round(now - mt.scraped_at, 3)},
             "kv_index_blocks": num_blocks(e.id) if num_blocks is not None else None,
         })
-    return web.Response(body=orjson.dumps({"endpoints": out}), content_type="application/json")
+    return web.Response(body=_json({"endpoints": out}), content_type="application/json")
 
 
-def add_routes(app: web.Application, *, debug: bool = True) -> None:
+def add_routes(app: web.Application, *, debug: bool = True, serve_metrics: bool = True) -> None:
+    """Inference, models, probes; ``/metrics`` unless it has its own listener (open unless admin keys are
+    configured); ``/debug/*`` only behind an admin key (404 without admin keys unless ``auth.open_admin``)."""
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics)
+    if serve_metrics:
+        app.router.add_get("/metrics", require_admin(metrics, unconfigured="open"))
+    from lanterna.gateway.auth import reload_keys
+
+    app.router.add_post("/admin/auth/reload", require_admin(reload_keys))
     if debug:
         from lanterna.gateway.debug_score import debug_score
 
-        app.router.add_get("/debug/endpoints", debug_endpoints)
-        app.router.add_post("/debug/score", debug_score)
-
+        app.router.add_get("/debug/endpoints", require_admin(debug_endpoints))
+        app.router.add_post("/debug/score", require_admin(debug_score))

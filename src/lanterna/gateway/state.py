@@ -22,10 +22,14 @@ from aiohttp import web
 from lanterna.endpoints.health import HealthChecker
 from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.types import Endpoint
+from lanterna.gateway.auth import EdgeAuth
+from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.reload import SchedulerReloader
+from lanterna.gateway.server import Shutdown
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.kvindex.metrics import KVIndexCollector
 from lanterna.kvindex.zmq_source import KVEventSubscriberManager
+from lanterna.obs.tracing import Tracer
 from lanterna.routing.state import RoutingState
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ class Gateway(RoutingState):
     kv_events: KVEventSubscriberManager | None = None
     kv_collector: KVIndexCollector | None = None  # registered on metrics.registry while precise routing runs
     reloader: SchedulerReloader | None = None  # when the scheduler config is a watched file
+    auth: EdgeAuth | None = None  # API keys, rate limits, admin keys (set by build_app)
+    shutdown: Shutdown | None = None  # graceful drain: readiness off, refuse new requests, wait for in-flight
+    body_limits: BodyLimits | None = None  # request body cap, read deadline, JSON depth (set by create_gateway)
+    tracer: Tracer | None = None  # records spans (``gateway.tracing``, or a test's provider); None: pass-through
     # endpoint id -> first-byte deadlines of attempts waiting on it (expired when it turns unhealthy)
     waiting_attempts: dict[str, set[asyncio.Timeout]] = field(default_factory=dict)
 
@@ -59,10 +67,11 @@ class Gateway(RoutingState):
                     scope.reschedule(now)
 
     async def subscribe(self, ep: Endpoint) -> None:
-        """Subscribe to ``ep``'s KV-event publisher (precise routing; no-op without one)."""
+        """Subscribe to ``ep``'s KV-event publisher (precise routing): its own address, else the shared socket
+        (``kvindex.zmq_endpoint``: its messages are told apart by topic); no-op without either."""
         kv = self.kv_events
         bases = sorted(m for m in ep.models if self.store.base_model_of(m) is None)
-        if kv is None or not ep.kv_events_endpoint or not bases:
+        if kv is None or not bases or not (ep.kv_events_endpoint or kv.shared_address):
             return
         k = self.cfg.kvindex
         replay = k.replay_endpoints.get(ep.address) or k.replay_endpoints.get(ep.id)

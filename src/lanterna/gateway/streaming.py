@@ -89,6 +89,7 @@ class SSEResponse(web.StreamResponse):
 class RelayOutcome:
     usage: Usage | None = None
     num_frames: int = 0
+    num_bytes: int = 0  # body bytes written to the client (the upstream's; an error frame not included)
     client_gone: bool = False
     upstream_error: LanternaError | None = None
 
@@ -123,17 +124,20 @@ async def relay_stream(
     if not await _send(out, first, content.at_eof()):
         res.client_gone = True
         return res
+    sent = len(first)
     try:
         while not content.at_eof():
             chunk = await content.readany()
             if not chunk:
                 break
+            sent += len(chunk)
             frames += chunk.count(b"data: ")
             tail += chunk
             if len(tail) > 2 * _TAIL_KEEP:
                 del tail[:-_TAIL_KEEP]
             if not await _send(out, chunk, content.at_eof()):
                 res.client_gone = True
+                res.num_bytes, res.num_frames = sent, frames
                 return res
     except TimeoutError:  # nothing within timeouts.stream_idle_s
         res.upstream_error = UpstreamTimeout("upstream stalled mid-stream")
@@ -142,5 +146,6 @@ async def relay_stream(
     if res.upstream_error is not None and not await _send(out, error_frame(res.upstream_error), False):
         res.client_gone = True
     res.num_frames = frames
+    res.num_bytes = sent
     res.usage = usage_from_tail(bytes(tail))
     return res

@@ -179,6 +179,8 @@ class KVIndex:
             keys = []
             for vh in block_hashes:
                 k = hmap.get(vh)
+                if k is None and tier == TIER_STORAGE:
+                    k = self._mount_peer_key(ep, vh)
                 if k is None:
                     self.counters.num_unresolved_hash += 1
                     return
@@ -224,6 +226,8 @@ class KVIndex:
         hmap = ep.hmap
         for vh in block_hashes:
             key = hmap.get(vh)
+            if key is None and tier == TIER_STORAGE:
+                key = self._mount_peer_key(ep, vh)
             if key is None:
                 self.counters.num_unresolved_hash += 1
                 continue
@@ -234,9 +238,23 @@ class KVIndex:
             if not (
                 self._gpu.get(key, 0) & bit or self._cpu.get(key, 0) & bit or self._sto.get(key, 0) & sbit
             ):
-                del hmap[vh]
+                hmap.pop(vh, None)
             self._drop_if_empty(key)
             self.counters.num_blocks_removed += 1
+
+    def _mount_peer_key(self, ep: _EndpointState, vh: int) -> int | None:
+        """Resolve a storage event through another endpoint on the same mount.
+
+        Shared storage is one LRU for all its writers: replica B may evict (or rewrite) a file only
+        replica A ever held on GPU, so B's own map cannot resolve the hash. Needs equal vLLM hashes
+        across the mount, which sharing files needs anyway (same ``PYTHONHASHSEED``). O(endpoints),
+        and only on this rare path."""
+        for other in self._eps.values():
+            if other.sbit == ep.sbit and other is not ep:
+                k = other.hmap.get(vh)
+                if k is not None:
+                    return k
+        return None
 
     def _drop_if_empty(self, key: int) -> None:
         if not (self._gpu.get(key, 0) or self._cpu.get(key, 0) or self._sto.get(key, 0)):

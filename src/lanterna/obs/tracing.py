@@ -79,6 +79,7 @@ class RequestTrace:
     """Pass-through trace: forwards the client's valid context, records nothing."""
 
     __slots__ = ("traceparent", "tracestate")
+    recording = False  # True when spans are recorded: lets callers skip building span attributes
 
     def __init__(self, traceparent: str | None, tracestate: str | None) -> None:
         self.traceparent = traceparent
@@ -124,6 +125,7 @@ class OtelRequestTrace(RequestTrace):
     """OpenTelemetry trace: a SERVER span for the request, INTERNAL/CLIENT children per stage."""
 
     __slots__ = ("_otel", "_tracer", "_root", "_ctx", "_ended")
+    recording = True
 
     def __init__(self, otel: _Otel, tracer: Any, carrier: Mapping[str, str], name: str) -> None:
         tp = carrier.get(TRACEPARENT)
@@ -221,3 +223,4 @@ class Tracer:
 
 
 _NO_TRACE = RequestTrace(None, None)  # shared: a request without a valid context carries nothing
+NO_TRACE = _NO_TRACE

@@ -3,7 +3,7 @@
 Every face (the aiohttp gateway today, an Envoy ext_proc picker next) builds one with ``prepare`` and passes
 it through the same steps (``lanterna.routing.core``); the steps fill the plan (scheduling result, attempt
 order, prefill endpoint) and the outcome fields, and ``complete`` reads them once for metrics, the scheduler's
-``response_complete`` and, later, the access log and spans. Mutable by design: it is the request's state.
+``response_complete``, the access-log line and the span attributes. Mutable by design: it is the request's state.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from lanterna.endpoints.types import Endpoint
 from lanterna.obs.metrics import ObjectiveChildren
+from lanterna.obs.tracing import NO_TRACE, RequestTrace
 from lanterna.routing.fields import RoutingFields
 from lanterna.scheduler import Scheduler
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest, SchedulingResult
@@ -29,6 +30,12 @@ class InferenceCall:
     labels: tuple[str, str]  # (model_name, target_model_name): bounded metric labels
     started: float  # monotonic seconds (the state's clock)
     deadline: float | None = None  # monotonic seconds by which the client must have its answer
+    request_bytes: int = 0  # the body as the client sent it
+    # -- set by the face (access log, spans) ------------------------------------------------------------------
+    trace: RequestTrace = NO_TRACE  # the request's trace: spans around the steps, context for the upstream
+    method: str = "POST"
+    path: str = ""
+    client: str | None = None  # the client's address
     # -- the plan (``schedule``) ----------------------------------------------------------------------------
     scheduler: Scheduler | None = None  # the scheduler that planned it (a config reload may swap the state's)
     result: SchedulingResult | None = None
@@ -42,6 +49,7 @@ class InferenceCall:
     cached_tokens: int | None = None
     output_tokens: int | None = None
     ttft_s: float | None = None
+    response_bytes: int = 0  # body bytes relayed to the client
     duration_s: float | None = None
     error: str | None = None  # the error type the client saw, if any
     pending_5xx: Endpoint | None = None  # a replica that answered 5xx; judged once another replica answers
@@ -68,6 +76,12 @@ class InferenceCall:
     @property
     def fairness_id(self) -> str:
         return self.sreq.fairness_id
+
+    @property
+    def token_estimate(self) -> int:
+        """Prompt tokens (estimated) plus the requested output: what a per-key token rate limit charges."""
+        mt = self.sreq.max_tokens
+        return self.sreq.num_prompt_tokens_estimate + (mt if mt is not None else 16)
 
     @property
     def stream(self) -> bool:

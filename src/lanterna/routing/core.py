@@ -11,7 +11,12 @@ aiohttp. The HTTP gateway (``gateway/dispatch.py``) moves the bytes; an Envoy ex
         for ep in order:
             ticket = begin_attempt(state, call, ep)    # breaker + load; attempt_timeout() bounds the wait
             ...  attempt_failed(...) / attempt_abandoned(...) / answered(...) -> RETRY or ANSWER
-    complete(state, call)                              # finally: metrics, response_complete (once)
+    complete(state, call)                              # finally: metrics, response_complete, access log (once)
+
+A request refused before it became a call (``prepare`` raised: 400, 404, 503; or the face could not read its
+body: 413) gets its access-log line from ``rejected``, so every request logs exactly one line. The face puts
+the request's ``RequestTrace`` on ``call.trace``: ``admit``, ``schedule`` and the face's upstream attempts open
+the ``admission``, ``schedule`` and ``upstream`` spans in it (no-ops unless tracing records).
 
 Breaker verdicts (issue 9): a connect error, first-byte timeout or mid-stream death counts against the
 endpoint; a 4xx is the client's and counts as a live endpoint; a 5xx is not judged at once. When the same
@@ -23,14 +28,24 @@ is counted, so a handful of poison requests cannot open every breaker.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from enum import Enum
 from types import TracebackType
 
-import orjson
+import msgspec
 
+from lanterna.auth.principal import Principal, anonymous, effective_fairness, effective_priority
 from lanterna.endpoints.types import Endpoint
-from lanterna.errors import ModelNotFound, NoCapacity, UpstreamTimeout, ValidationFailed
+from lanterna.errors import (
+    Forbidden,
+    LanternaError,
+    ModelNotFound,
+    NoCapacity,
+    UpstreamTimeout,
+    ValidationFailed,
+)
+from lanterna.obs.access import AccessRecord
 from lanterna.routing.accounting import LoadTicket
 from lanterna.routing.call import InferenceCall
 from lanterna.routing.fields import (
@@ -41,16 +56,17 @@ from lanterna.routing.fields import (
     HDR_SESSION,
     first_header,
     parse_body,
-    priority_for,
     prompt_text,
     prompt_token_ids,
     rewrite_body,
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest
+from lanterna.scheduler.plugins.profile.disagg import DisaggProfileHandler
 
 DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
 NO_ENDPOINT_RETRY_AFTER_S = 5  # Retry-After for a known model with no ready endpoint (health checks run every ~1 s)
@@ -75,7 +91,10 @@ def resolve_model(state: RoutingState, requested: str | None, headers: Mapping[s
         if len(bases) != 1:
             raise ValidationFailed("1 validation error: model: Field required", param="body.model")
         return bases[0]
-    target = headers.get(HDR_MODEL_REWRITE) or gcfg.model_rewrites.get(requested, requested)
+    # The GAIE rewrite header is the platform's (an HTTPRoute filter sets it), not a client's: honoured only
+    # when the deployment says its gateway sets it (auth.forward_model_rewrite_header).
+    hdr = headers.get(HDR_MODEL_REWRITE) if state.cfg.auth.forward_model_rewrite_header else None
+    target = hdr or gcfg.model_rewrites.get(requested, requested)
     split = gcfg.traffic_split.get(target)
     if split:
         total = sum(t.weight for t in split)
@@ -108,17 +127,39 @@ def _deadline(state: RoutingState, headers: Mapping[str, str], started: float) -
     return started + min(limit, t.max_request_s)
 
 
+_MAX_TOKENS_ESTIMATE = 1 << 24  # beyond any context window: only the gateway's estimates are clamped
+
+
+def _bounded_tokens(n: int | None) -> int | None:
+    """A client's max_tokens as the gateway's load and deadline estimates use it: JSON allows any integer
+    (10**100 included); the body still goes upstream untouched and the model server judges it."""
+    return None if n is None else max(0, min(n, _MAX_TOKENS_ESTIMATE))
+
+
 def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,
-            model: str | None = None, request_id: str = "") -> InferenceCall:
+            model: str | None = None, request_id: str = "", started: float | None = None,
+            principal: Principal | None = None) -> InferenceCall:
     """Parse the body, resolve the model, find candidates and build the ``SchedRequest``.
 
     Raises ``ValidationFailed`` (400), ``ModelNotFound`` (404: the name is unknown) or ``NoCapacity`` (503 with
     ``Retry-After``: the model is known but no endpoint serving it is ready). Counts nothing, so
-    ``/debug/score`` can score exactly what a request would."""
-    started = state.clock.now()
+    ``/debug/score`` can score exactly what a request would. ``started``: when the face got the request
+    (the state's clock; default now).
+
+    ``principal``: who is calling (an API key's rights); None is the anonymous caller of open mode. Client
+    headers never buy more than it allows: priority is capped at its ceiling, the fairness id is its tenant
+    (a header may only sub-divide it), and a model it may not use is refused (403)."""
+    if started is None:
+        started = state.clock.now()
+    request_bytes = len(body)
+    p = principal if principal is not None else anonymous(state.cfg.auth.anonymous_max_priority)
     fields = parse_body(body, kind)
     requested = model or fields.model
+    if requested is not None and not p.may_use(requested):
+        raise Forbidden(f"This API key may not use the model `{requested}`.", param="model")
     target = resolve_model(state, requested, headers)
+    if not p.may_use(target) and (requested is None or target != requested):
+        raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
     if not candidates:
         known = state.store.known_models()
@@ -139,10 +180,11 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         kind=kind,
         headers=headers,
         lora=target if parent else None,
-        priority=priority_for(first_header(headers, HDR_OBJECTIVE), gcfg.objectives),
-        fairness_id=first_header(headers, HDR_FAIRNESS) or "default",
+        priority=effective_priority(first_header(headers, HDR_OBJECTIVE), gcfg.objectives, p),
+        fairness_id=effective_fairness(first_header(headers, HDR_FAIRNESS), p),
         session_token=headers.get(HDR_SESSION),
-        max_tokens=fields.max_tokens if fields.max_tokens is not None else fields.max_completion_tokens,
+        max_tokens=_bounded_tokens(fields.max_tokens if fields.max_tokens is not None
+                                   else fields.max_completion_tokens),
         token_ids=prompt_token_ids(fields, kind),
         cache_salt=fields.cache_salt,
     )
@@ -150,7 +192,7 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
     named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
     return InferenceCall(kind=kind, fields=fields, requested=requested, target=target, candidates=candidates,
                          body=body, sreq=sreq, labels=(named or target, target), started=started,
-                         deadline=_deadline(state, headers, started))
+                         deadline=_deadline(state, headers, started), request_bytes=request_bytes)
 
 
 # -- admit ----------------------------------------------------------------------------------------------------------
@@ -170,16 +212,17 @@ class Admission:
 
     async def __aenter__(self) -> None:
         call, state = self._call, self._state
-        if call._objective is None:
-            obj = call._objective = state.metrics.objective(*call.labels)
-            obj.request_total.inc()
-            obj.running.inc()
-        flow = state.flow
-        if flow is not None:
-            sreq = call.sreq
-            adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
-            await adm.__aenter__()
-            self._inner = adm
+        with call.trace.span("admission"):
+            if call._objective is None:
+                obj = call._objective = state.metrics.objective(*call.labels)
+                obj.request_total.inc()
+                obj.running.inc()
+            flow = state.flow
+            if flow is not None:
+                sreq = call.sreq
+                adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
+                await adm.__aenter__()
+                self._inner = adm
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -219,7 +262,7 @@ async def tokenize(state: RoutingState, call: InferenceCall) -> None:
     if sreq.token_ids is not None:
         return
     if sreq.kind == "chat":
-        sreq.token_ids = await pool.tokenize_chat(sreq.model, orjson.loads(bytes(call.fields.messages)))
+        sreq.token_ids = await pool.tokenize_chat(sreq.model, msgspec.json.decode(call.fields.messages))
     else:
         sreq.token_ids = await pool.tokenize_prompt(sreq.model, sreq.prompt_text)
 
@@ -230,14 +273,29 @@ async def tokenize(state: RoutingState, call: InferenceCall) -> None:
 def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
     """Pick (``NoCapacity`` when nothing fits): fills ``call.result``, ``call.order`` (the scheduler's picks then
     least-loaded fallbacks, breaker-open endpoints left out unless all are) and ``call.prefill`` (P/D)."""
-    now = state.clock.now()
-    allowed = state.breakers.allowed(call.candidates, now)
-    sched = call.scheduler = state.scheduler  # this call's scheduler, even if a reload swaps the state's
-    result = call.result = sched.schedule(call.sreq, allowed)
-    state.metrics.scheduler_e2e.observe(state.clock.now() - now)
-    sched.pre_request(call.sreq, result)
-    order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
-    call.prefill = result.prefill()
+    m = state.metrics
+    with call.trace.span("schedule") as span:
+        now = state.clock.now()
+        allowed = state.breakers.allowed(call.candidates, now)
+        sched = call.scheduler = state.scheduler  # this call's scheduler, even if a reload swaps the state's
+        try:
+            result = call.result = sched.schedule(call.sreq, allowed)
+        except NoCapacity:
+            m.scheduled_failed.inc()
+            raise
+        m.scheduled_ok.inc()
+        m.scheduler_e2e.observe(state.clock.now() - now)
+        sched.pre_request(call.sreq, result)
+        order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
+        pf = call.prefill = result.prefill()
+        if isinstance(sched.handler, DisaggProfileHandler):
+            pd = pf is not None and bool(order) and pf.id != order[0].id
+            m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
+        if call.trace.recording:
+            span.set("lanterna.endpoint", order[0].id if order else "")
+            span.set("lanterna.profile", result.primary_profile or "")
+            if pf is not None:
+                span.set("lanterna.prefill_endpoint", pf.id)
     return order
 
 
@@ -316,17 +374,20 @@ def served(state: RoutingState, call: InferenceCall, ep: Endpoint, status: int) 
 
 # -- complete -----------------------------------------------------------------------------------------------------
 
+CLIENT_CLOSED = 499  # access-log status of a request whose client left before any answer (nginx's convention)
+CLIENT_GONE = "client_disconnected"  # ``call.error`` when the client left before the end of the answer
+
 
 def complete(state: RoutingState, call: InferenceCall, status: int | None = None) -> None:
     """The one place per-request outcomes are recorded (idempotent): the scheduler's ``response_complete``,
-    the objective metrics, and where an access-log line or a span end belongs. ``status`` overrides the
+    the objective metrics, the access-log line and the request span's attributes. ``status`` overrides the
     client-facing status (an error raised instead of an upstream answer)."""
     if call._completed:
         return
     call._completed = True
     if status is not None:
         call.status = status
-    call.duration_s = state.clock.now() - call.started
+    duration = call.duration_s = state.clock.now() - call.started
     obj = call._objective
     if obj is not None:
         obj.running.dec()
@@ -337,9 +398,64 @@ def complete(state: RoutingState, call: InferenceCall, status: int | None = None
     if call.status >= 400:
         m.request_error_total.labels(*call.labels, str(call.status)).inc()
     if ep is not None:
-        obj = obj or m.objective(*call.labels)
-        obj.request_duration.observe(call.duration_s)
-        if call.prompt_tokens is not None:
-            obj.input_tokens.observe(call.prompt_tokens)
-        if call.output_tokens is not None:
-            obj.output_tokens.observe(call.output_tokens)
+        (obj or m.objective(*call.labels)).observe_completion(
+            duration, call.request_bytes, call.response_bytes, call.prompt_tokens, call.output_tokens,
+            call.cached_tokens)
+    trace = call.trace
+    if trace.recording:
+        trace.set("lanterna.request_id", call.request_id)
+        trace.set("lanterna.model", call.target)
+        if ep is not None:
+            trace.set("lanterna.endpoint", ep.id)
+        trace.set("lanterna.retries", call.retries)
+    log = state.access_log
+    if log is not None and log.enabled:
+        log.write(access_record(call))
+
+
+def access_record(call: InferenceCall) -> AccessRecord:
+    """The access-log line of a completed call (times in ms, addresses of the endpoints that served it)."""
+    duration = call.duration_s or 0.0
+    ep, pf = call.endpoint, call.prefill
+    status = call.status or (CLIENT_CLOSED if call.error == CLIENT_GONE else 500)
+    return AccessRecord(
+        ts=time.time() - duration, request_id=call.request_id, method=call.method, path=call.path, status=status,
+        duration_ms=round(duration * 1e3, 3), model=call.requested or call.target, adapter=call.adapter,
+        endpoint=ep.address if ep is not None else None,
+        prefill_endpoint=pf.address if pf is not None and ep is not None and pf.id != ep.id else None,
+        profile=call.profile, prompt_tokens=call.prompt_tokens, cached_tokens=call.cached_tokens,
+        output_tokens=call.output_tokens,
+        ttft_ms=round(call.ttft_s * 1e3, 3) if call.ttft_s is not None else None, retries=call.retries,
+        stream=call.stream, fairness_id=call.fairness_id, priority=call.priority, client=call.client,
+        error=call.error)
+
+
+def rejected(state: RoutingState, err: LanternaError, headers: Mapping[str, str], body: bytes, kind: ApiKind, *,
+             request_id: str, started: float, method: str = "POST", path: str = "", client: str | None = None,
+             principal: Principal | None = None) -> None:
+    """The access-log line of a request refused before it became a call (``prepare`` raised, or the body could
+    not be read). Off the hot path: the body is parsed again, leniently, for the model and stream flag."""
+    log = state.access_log
+    if log is None or not log.enabled:
+        return
+    model: str | None = None
+    stream = False
+    try:
+        fields = parse_body(body, kind)
+        model, stream = fields.model, bool(fields.stream)
+    except LanternaError:
+        pass
+    gcfg = state.cfg.gateway
+    p = principal if principal is not None else anonymous(state.cfg.auth.anonymous_max_priority)
+    duration = state.clock.now() - started
+    log.write(AccessRecord(
+        ts=time.time() - duration, request_id=request_id, method=method, path=path, status=err.status,
+        duration_ms=round(duration * 1e3, 3), model=model, stream=stream,
+        fairness_id=effective_fairness(first_header(headers, HDR_FAIRNESS), p),
+        priority=effective_priority(first_header(headers, HDR_OBJECTIVE), gcfg.objectives, p), client=client,
+        error=error_reason(err)))
+
+
+def error_reason(err: LanternaError) -> str:
+    """What the access log says went wrong: flow control's drop reason when it gave one, else the error type."""
+    return err.headers.get(DROPPED_REASON_HEADER) or err.error_type

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import msgspec
-import orjson
 
 from lanterna.errors import ValidationFailed
 
@@ -100,10 +99,10 @@ def priority_for(objective: str | None, objectives: Mapping[str, int]) -> int:
 
 def rewrite_body(body: bytes, **fields: object) -> bytes:
     """Re-encode the body with some top-level fields replaced (model rewrite, P/D); ``None`` removes."""
-    data = orjson.loads(body)
+    data = msgspec.json.decode(body)
     for k, v in fields.items():
         if v is None:
             data.pop(k, None)
         else:
             data[k] = v
-    return orjson.dumps(data)
+    return msgspec.json.encode(data)

@@ -14,16 +14,14 @@ from lanterna.clock import Clock, MonotonicClock
 from lanterna.config.model import LanternaConfig
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
+from lanterna.flowcontrol import pool_saturated
 from lanterna.kvindex.index import KVIndex
 from lanterna.kvindex.tokenization import TokenizerPool
+from lanterna.obs.access import AccessLog
 from lanterna.obs.metrics import GatewayMetrics
 from lanterna.routing.flow import FlowController
 from lanterna.routing.retries import Breakers
 from lanterna.scheduler import Scheduler
-
-# WVA saturation thresholds (PROTOCOLS.md section 7), used to decide when flow control queues.
-_SAT_KV = 0.80
-_SAT_WAITING = 5
 
 
 @dataclass(slots=True)
@@ -39,6 +37,7 @@ class RoutingState:
     kv_index: KVIndex | None = None
     tokenizer: TokenizerPool | None = None  # set when precise routing tokenizes prompts
     saturated: bool = False  # cached by refresh_saturation(); flow control reads it on every admission
+    access_log: AccessLog | None = None  # one line per request, written by ``core.complete`` / ``core.rejected``
 
     def pool_saturated(self) -> bool:
         """The cached pool saturation flag (O(1): called on every admission)."""
@@ -51,20 +50,8 @@ class RoutingState:
             self.flow.poke()
 
     def compute_saturation(self) -> bool:
-        """True when every ready endpoint is saturated (KV >= 80% or >= 5 waiting), from fresh metrics."""
-        now = self.clock.now()
-        stale = self.cfg.endpoints.stale_after_s
-        seen = False
-        for ep in self.store.all():
-            if not ep.healthy:
-                continue
-            m = ep.metrics
-            if now - m.scraped_at > stale:
-                return False  # no fresh view: do not hold requests back on guesses
-            seen = True
-            if m.kv_cache_usage < _SAT_KV and m.num_waiting < _SAT_WAITING:
-                return False
-        return seen
+        """True when every ready endpoint is saturated, from fresh metrics: the rule the virtual cluster uses."""
+        return pool_saturated(self.store.all(), self.clock.now(), self.cfg.endpoints.stale_after_s)
 
     def ready(self) -> bool:
         """Whether any endpoint can take a request now (``/ready``)."""

@@ -4,8 +4,8 @@ Eviction order is the point of this module, so it follows vLLM exactly:
 - the free queue starts as ``0, 1, ..., N-1``; allocation pops from the head, freeing appends to the tail;
 - a request frees its blocks in *reverse* (the caller passes them reversed), so the tail of a sequence,
   least likely to be shared, is evicted first;
-- a freed block keeps its hash and stays findable until it is reallocated; reallocating it evicts the
-  hash (one ``BlockRemoved`` per block) and hands the hash to the next tier, if any;
+- a freed block keeps its hash and stays findable until it is reallocated; reallocating it hands the hash to the
+  lower tiers, if any, then evicts it (one ``BlockRemoved`` per block);
 - a cache hit on a free block takes it out of the free queue (``touch``) and bumps its ref count.
 
 Unlike vLLM there is no reserved null block (the simulator has no sliding-window layers), so all N
@@ -17,10 +17,12 @@ which a deque cannot do), with sentinel index N.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from lanterna.protocol.kv_events import MEDIUM_GPU, BlockRemoved, KVEvent
+from lanterna.sim.tiers import OffloadTier
+
+__all__ = ["BlockPool", "OffloadTier"]
 
 
 class BlockPool:
@@ -115,11 +117,14 @@ class BlockPool:
         holders = self.cached[h]
         holders.remove(b)
         self.hash_of[b] = None
-        self.events.append(BlockRemoved([h], MEDIUM_GPU))
+        # NOTE: the offload's tier events go out *before* the GPU removal, as in vLLM (whose connector
+        # stores a block before the GPU can drop it): an index resolves token-less tier events through
+        # the GPU event's mapping, which the removal would otherwise have dropped.
         if not holders:
             del self.cached[h]
             if self.on_evict is not None:
                 self.on_evict(h)
+        self.events.append(BlockRemoved([h], MEDIUM_GPU))
 
     def free(self, block_ids: Iterable[int]) -> None:
         """Drop one reference per block, in the given order; blocks reaching 0 join the tail."""
@@ -151,37 +156,3 @@ class BlockPool:
         self.hash_of = [None] * self.num_blocks
         return True
 
-
-class OffloadTier:
-    """A lower KV tier (CPU, shared storage): an LRU set of block hashes with a capacity.
-
-    ``insert`` returns the hash it had to evict (or None); the engine turns both into events.
-    """
-
-    __slots__ = ("medium", "capacity", "_lru")
-
-    def __init__(self, medium: str, capacity: int) -> None:
-        self.medium = medium
-        self.capacity = capacity
-        self._lru: OrderedDict[int, None] = OrderedDict()
-
-    def __contains__(self, block_hash: int) -> bool:
-        return block_hash in self._lru
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def hit(self, block_hash: int) -> None:
-        self._lru.move_to_end(block_hash)
-
-    def insert(self, block_hash: int) -> int | None:
-        if block_hash in self._lru:
-            self._lru.move_to_end(block_hash)
-            return None
-        self._lru[block_hash] = None
-        if len(self._lru) > self.capacity:
-            return self._lru.popitem(last=False)[0]
-        return None
-
-    def clear(self) -> None:
-        self._lru.clear()

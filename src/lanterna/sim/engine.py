@@ -20,6 +20,7 @@ from lanterna.sim.engine_config import EngineConfig, EngineStats
 from lanterna.sim.kv_cache_manager import KVCacheManager
 from lanterna.sim.request_state import SeqState, TokenStream, make_seq
 from lanterna.sim.scheduler import make_waiting_queue, preemption_victim
+from lanterna.sim.tiers import KVTier
 from lanterna.sim.timing import BatchShape, StepTimer
 from lanterna.sim.types import EngineRequest, RequestTokens, StepOutput
 
@@ -38,11 +39,13 @@ class EngineStepOutput(StepOutput):
 class Engine:
     """One vLLM replica's engine core in virtual time (see module docstring for the protocol)."""
 
-    def __init__(self, config: EngineConfig, timer: StepTimer, *, seed: int = 0) -> None:
+    def __init__(self, config: EngineConfig, timer: StepTimer, *, seed: int = 0,
+                 storage: KVTier | None = None) -> None:
+        """``storage``: a shared-storage tier other engines also use (see ``sim/tiers.py``)."""
         self.config = config
         self.timer = timer
         self.seed = seed
-        self.kv = KVCacheManager(config)
+        self.kv = KVCacheManager(config, storage)
         self.pool = self.kv.pool
         self.running: list[SeqState] = []
         self.waiting = make_waiting_queue(config.scheduling_policy)
@@ -278,7 +281,7 @@ class Engine:
             self._transfer_s += (computed - num_hit) * self.config.kv_bytes_per_token / self.config.kv_transfer_bandwidth_bps
         if first:
             s.started = True
-            s.num_cached_tokens = num_hit
+            s.num_cached_tokens = computed  # as vLLM: local prefix hits plus tokens whose KV was pulled
             self.kv.prefix_cache_queries += num_tokens
             self.kv.prefix_cache_hits += sum(1 for b, _ in hits if b >= 0) * self.config.block_size
         return n
@@ -288,7 +291,8 @@ class Engine:
         cfg, kv = self.config, self.kv
         return EngineStats(len(self.running), len(self.waiting), self.pool.usage, cfg.num_gpu_blocks, cfg.block_size,
                            kv.prefix_cache_queries, kv.prefix_cache_hits, self.num_preemptions, cfg.num_cpu_blocks,
-                           self.num_prompt_tokens, self.num_generation_tokens, kv.num_tier_hit_tokens)
+                           self.num_prompt_tokens, self.num_generation_tokens, kv.num_tier_hit_tokens,
+                           kv.num_storage_hit_tokens)
 
     def reset_prefix_cache(self) -> bool:
         """Forget all cached blocks (all tiers); False while requests hold blocks, as vLLM.

@@ -3,7 +3,7 @@
 The engine decides *who* runs and how many tokens (``engine.py``); this module does the bookkeeping
 (vLLM's ``KVCacheManager`` over its ``BlockPool``): which blocks a request holds, which of its full
 blocks are registered in the prefix cache, the ``BlockStored`` events that announce them, and the
-CPU / shared-storage tiers that catch evicted hashes. Events accumulate in ``pool.events``.
+CPU / shared-storage tiers that catch evicted hashes (``tiers.py``). Events accumulate in ``pool.events``.
 """
 
 from __future__ import annotations
@@ -18,27 +18,35 @@ from lanterna.protocol.kv_events import (
     BlockStored,
 )
 from lanterna.sim.block_hash import block_extra_keys, hash_blocks, seed_for
-from lanterna.sim.block_pool import BlockPool, OffloadTier
+from lanterna.sim.block_pool import BlockPool
 from lanterna.sim.engine_config import EngineConfig
 from lanterna.sim.request_state import SeqState
+from lanterna.sim.tiers import KVTier, OffloadTier
+
+TIER_CPU, TIER_STORAGE = 0, 1  # positions in ``loaded`` (the engine charges each its own bandwidth)
 
 
 class KVCacheManager:
-    """Blocks, hashes and tiers for one engine; counters feed ``EngineStats``."""
+    """Blocks, hashes and tiers for one engine; counters feed ``EngineStats``.
 
-    def __init__(self, config: EngineConfig) -> None:
+    ``storage`` is a storage tier other engines may share (the virtual cluster's one ``OffloadTier``,
+    or a ``DirectoryTier`` over a shared directory); without it ``num_storage_blocks`` makes a private one."""
+
+    def __init__(self, config: EngineConfig, storage: KVTier | None = None) -> None:
         self.config = config
         self.block_size = config.block_size
         self._hseed = seed_for(config.hash_seed)
-        self.tiers = [
-            OffloadTier(medium, cap)
-            for medium, cap in ((MEDIUM_CPU, config.num_cpu_blocks), (MEDIUM_SHARED_STORAGE, config.num_storage_blocks))
-            if cap > 0
-        ]
+        if storage is None and config.num_storage_blocks > 0:
+            storage = OffloadTier(MEDIUM_SHARED_STORAGE, config.num_storage_blocks)
+        cpu = OffloadTier(MEDIUM_CPU, config.num_cpu_blocks) if config.num_cpu_blocks > 0 else None
+        # (position in ``loaded``, tier) for the tiers present, fastest first
+        self.tiers: list[tuple[int, KVTier]] = [(i, t) for i, t in ((TIER_CPU, cpu), (TIER_STORAGE, storage))
+                                                if t is not None]
         self.pool = BlockPool(config.num_gpu_blocks, self._offload if self.tiers else None)
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
         self.num_tier_hit_tokens = 0
+        self.num_storage_hit_tokens = 0
 
     # ---- allocation ----------------------------------------------------------------------------
     def grow(self, s: SeqState, num_tokens: int) -> bool:
@@ -74,7 +82,7 @@ class KVCacheManager:
             if holders:
                 b = holders[0]
             else:
-                tier = next((t for t, tr in enumerate(tiers) if h in tr), -1)
+                tier = next((i for i, tr in tiers if h in tr), -1)
                 if tier < 0:
                     break
                 b = -1 - tier
@@ -94,7 +102,7 @@ class KVCacheManager:
             return False
         for b, h in hits:
             if b < 0:
-                self.tiers[-1 - b].hit(h)  # keep planned loads from being evicted by this allocation
+                self._tier_at(-1 - b).hit(h)  # keep planned loads from being evicted by this allocation
         pool.touch(gpu_hits)
         new = pool.allocate(num_new)
         assert new is not None  # NOTE: checked above; touch() only consumed the revived blocks
@@ -113,6 +121,8 @@ class KVCacheManager:
             pool.cache_block(nb, h)
             loaded[-1 - b] += 1
             self.num_tier_hit_tokens += bs
+            if b == -1 - TIER_STORAGE:
+                self.num_storage_hit_tokens += bs
             if run_start < 0:
                 run_start = j
         if run_start >= 0:
@@ -158,25 +168,32 @@ class KVCacheManager:
                                             s.tokens[start * bs : end * bs], bs, s.lora_id, MEDIUM_GPU,
                                             req.lora_name, extra))
 
-    def _offload(self, block_hash: int) -> None:
-        """A hash's last GPU copy was evicted: push it down the tiers (CPU, then storage)."""
-        h: int | None = block_hash
-        for tier in self.tiers:
-            if h is None:
-                return
+    def _tier_at(self, position: int) -> KVTier:
+        return next(t for i, t in self.tiers if i == position)
+
+    def _offload(self, h: int) -> None:
+        """A hash's last GPU copy was evicted: write it through to every tier (CPU and storage).
+
+        A tier that already holds it (storage another replica wrote) only refreshes its LRU position;
+        no event, as the block is already announced for that medium."""
+        events, bs = self.pool.events, self.block_size
+        for _, tier in self.tiers:
             if h in tier:
                 tier.hit(h)
-                return
-            self.pool.events.append(BlockStored([h], None, [], self.block_size, None, tier.medium))
-            h = tier.insert(h)
-            if h is not None:
-                self.pool.events.append(BlockRemoved([h], tier.medium))
+                continue
+            events.append(BlockStored([h], None, [], bs, None, tier.medium))
+            gone = tier.insert(h)
+            if gone is not None:
+                events.append(BlockRemoved([gone], tier.medium))
 
     def reset(self) -> bool:
-        """Forget all cached blocks (all tiers); False while requests hold blocks, as vLLM."""
+        """Forget all cached blocks (private tiers too); False while requests hold blocks, as vLLM.
+
+        A shared storage tier survives: other replicas still read it (and the index keeps it too)."""
         if not self.pool.reset():
             return False
-        for tier in self.tiers:
-            tier.clear()
+        for _, tier in self.tiers:
+            if not tier.shared:
+                tier.clear()
         self.pool.events.append(AllBlocksCleared())
         return True

@@ -77,3 +77,12 @@ def test_shortcut_and_explicit_overrides() -> None:
 def test_bad_flags_say_why(kw: dict[str, Any], words: str) -> None:
     with pytest.raises(TierFlagError, match=words):
         resolve(**kw)
+
+
+def test_fs_tier_root_dir_names_the_shared_directory() -> None:
+    extra = {"cpu_bytes_to_use": 4 * PER_BLOCK, "spec_name": "TieringOffloadingSpec",
+             "secondary_tiers": [{"type": "fs", "root_dir": "/mnt/kv"}]}
+    assert resolve(kv_transfer_config=offload(extra)).storage_root == "/mnt/kv"
+    assert resolve(kv_transfer_config=offload(extra), num_storage_blocks=0).storage_root is None
+    with pytest.raises(TierFlagError, match="root_dir"):
+        resolve(kv_transfer_config=offload({**extra, "secondary_tiers": [{"type": "fs", "root_dir": 3}]}))

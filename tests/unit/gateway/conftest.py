@@ -44,6 +44,7 @@ async def gateway_for(upstreams: list[FakeUpstream], config: dict[str, Any] | No
                       static_models: bool = True) -> AsyncIterator[Harness]:
     tree = {
         "gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 1.0}, "log_format": "text"},
+        "auth": {"open_admin": True},  # the harness reads /debug/endpoints (admin routes are 404 by default)
         "endpoints": {"static": [{"address": u.address, "models": u.models if static_models else []}
                                  for u in upstreams], "health_interval_s": 0.2},
     }

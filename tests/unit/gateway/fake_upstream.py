@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import orjson
+import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -70,7 +70,7 @@ class FakeUpstream:
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
-        body = orjson.loads(await request.read())
+        body = msgspec.json.decode(await request.read())
         self.bodies.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "stall":
@@ -91,14 +91,14 @@ class FakeUpstream:
         try:
             for i in range(self.num_chunks):
                 chunk = {"id": "cmpl-1", "model": model, "choices": [{"index": 0, "text": f"t{i}"}]}
-                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                await resp.write(b"data: " + msgspec.json.encode(chunk) + b"\n\n")
                 if i == 0 and self.hold is not None:
                     await self.hold.wait()
                 if i == 0 and self.mode == "die":
                     assert request.transport is not None
                     request.transport.abort()
                     return resp
-            await resp.write(b"data: " + orjson.dumps({"id": "cmpl-1", "choices": [], "usage": usage}) + b"\n\n")
+            await resp.write(b"data: " + msgspec.json.encode({"id": "cmpl-1", "choices": [], "usage": usage}) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.aborted += 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
+import msgspec
 import pytest
 
 from lanterna.config.model import LanternaConfig
@@ -27,7 +27,7 @@ from tests.conftest import free_port
 # Ports nothing listens on: the gateway's own health checks fail fast (one failure < unhealthy_after).
 ADDRS = ["127.0.0.1:9", "127.0.0.1:11", "127.0.0.1:13"]
 BODY = {"model": "m", "prompt": "hello", "max_tokens": 2}
-OK = Scripted.json(orjson.dumps({"id": "c", "choices": [{"text": "x"}],
+OK = Scripted.json(msgspec.json.encode({"id": "c", "choices": [{"text": "x"}],
                                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}}))
 BOOM = Scripted.json(b'{"error": {"message": "boom"}}', status=500)
 FRAMES = [b'data: {"choices": [{"text": "a"}]}\n\n', b'data: {"choices": [{"text": "b"}]}\n\n',
@@ -139,7 +139,7 @@ async def test_connect_errors_everywhere_answer_502_without_internal_addresses()
         r = await h.post()
         body = await r.text()
         assert r.status == 502 and "127.0.0.1" not in body and ":9" not in body
-        assert orjson.loads(body)["error"]["type"] == "BadGatewayError"
+        assert msgspec.json.decode(body)["error"]["type"] == "BadGatewayError"
         assert h.load_is_zero()
 
 

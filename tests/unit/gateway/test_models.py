@@ -23,7 +23,8 @@ async def test_model_rewrite_header_and_config_and_weighted_split(upstreams) -> 
     a = await upstreams(models=["v1"])
     b = await upstreams(models=["v2"])
     cfg = {"gateway": {"model_rewrites": {"alias": "v1"},
-                       "traffic_split": {"canary": [{"model": "v1", "weight": 3}, {"model": "v2", "weight": 1}]}}}
+                       "traffic_split": {"canary": [{"model": "v1", "weight": 3}, {"model": "v2", "weight": 1}]}},
+           "auth": {"forward_model_rewrite_header": True}}
     async with gateway_for([a, b], cfg) as h:
         r = await h.post("/v1/completions", {"model": "whatever", "prompt": "p"},
                          headers={"x-gateway-model-name-rewrite": "v2"})
@@ -52,3 +53,13 @@ async def test_health_and_debug(upstreams) -> None:
         async with h.http.get(h.url + "/debug/endpoints") as r:
             (ep,) = (await r.json())["endpoints"]
             assert ep["id"] == a.address and ep["healthy"]
+
+
+async def test_model_rewrite_header_from_a_client_is_ignored_by_default(upstreams) -> None:
+    """The GAIE rewrite header is the platform's; a client sending it does not pick another model."""
+    a = await upstreams(models=["v1"])
+    b = await upstreams(models=["v2"])
+    async with gateway_for([a, b]) as h:
+        r = await h.post("/v1/completions", {"model": "v1", "prompt": "p"}, headers={"x-gateway-model-name-rewrite": "v2"})
+        assert r.status == 200 and a.bodies[-1]["model"] == "v1" and not b.bodies
+        assert "x-gateway-model-name-rewrite" not in {k.lower() for k in a.headers[-1]}

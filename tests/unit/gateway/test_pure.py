@@ -92,9 +92,9 @@ def test_priority_from_objective() -> None:
 
 
 def test_rewrite_body_sets_and_removes_fields() -> None:
-    import orjson
+    import msgspec
 
-    out = orjson.loads(rewrite_body(b'{"model":"a","stream_options":{"x":1},"n":1}', model="b", stream_options=None))
+    out = msgspec.json.decode(rewrite_body(b'{"model":"a","stream_options":{"x":1},"n":1}', model="b", stream_options=None))
     assert out == {"model": "b", "n": 1}
 
 

@@ -27,7 +27,8 @@ class Scripted:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                cl = head.lower().split(b"content-length: ")
+                length = int(cl[1].split(b"\r\n")[0]) if len(cl) > 1 else 0  # a GET has none
                 req = head + await reader.readexactly(length)
                 self.requests.append(req)
                 for piece in self.reply(len(self.requests), req):
@@ -77,6 +78,31 @@ async def test_chunked_stream_split_anywhere_then_connection_reused(serve) -> No
     assert srv.requests[0].startswith(b"POST /v1/completions HTTP/1.1\r\nHost: " + addr.encode())
     assert srv.requests[0].endswith(b'\r\n\r\n{"x": 1}') and b"content-type: application/json" in srv.requests[0]
     up.close()
+
+
+async def test_get_reads_whole_bodies_over_the_pooled_connection_and_scrapes_with_it(serve) -> None:
+    from lanterna.endpoints.scrape import MetricsScraper
+    from lanterna.endpoints.types import Endpoint
+
+    exposition = b"vllm:num_requests_running 3\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n"
+    srv, addr = await serve(lambda n, req: [
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(exposition)}\r\n\r\n".encode() + exposition[:9],
+        exposition[9:]])
+    up = Upstreams(connect_s=1.0, idle_s=5.0)
+    assert await up.get(addr, "/metrics", 1.0) == (200, exposition)
+    ep = Endpoint(id=addr, address=addr)
+    scraper = MetricsScraper(None, fetch=up.get)  # type: ignore[arg-type]  # the session is not used
+    assert await scraper.scrape_once(ep)
+    assert (ep.metrics.num_running, ep.metrics.num_waiting, ep.metrics.kv_cache_usage) == (3, 2, 0.5)
+    assert srv.connections == 1 and srv.requests[1].startswith(b"GET /metrics HTTP/1.1\r\nHost: ")
+    _, silent = await serve(lambda n, req: [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"])
+    with pytest.raises(TimeoutError):
+        await up.get(silent, "/metrics", 0.05)
+    ep2 = Endpoint(id=silent, address=silent)
+    assert not await MetricsScraper(None, timeout_s=0.05, fetch=up.get).scrape_once(ep2)  # type: ignore[arg-type]
+    assert ep2.metrics.scraped_at == float("-inf")  # a failed scrape leaves the snapshot to age
+    up.close()
+    await scraper.close()
 
 
 async def test_content_length_and_read_to_close(serve) -> None:

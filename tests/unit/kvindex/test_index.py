@@ -176,3 +176,41 @@ def test_array_tokens_hash_like_lists() -> None:
     ix = mk()
     ix.store("a", [1, 2], None, TOKS[:8], BS)
     assert ix.match("m", None, array("I", TOKS), ["a"]) == {"a": 2.0}
+
+
+def test_shared_storage_events_from_several_replicas_resolve_through_the_mount() -> None:
+    ix = KVIndex(weights=TierWeights(cpu=0.8, storage=0.5))
+    for e in ("a", "b"):
+        ix.add_endpoint(e, "m", storage="fs")
+    ix.add_endpoint("c", "m", storage="other-fs")
+    ix.store("a", [1, 2, 3], None, TOKS[:12], BS)  # a computed 3 blocks
+    ix.store("a", [3], None, [], BS, medium="CPU")  # ... evicted block 3 from GPU, wrote it through
+    ix.store("a", [3], None, [], BS, medium="SHARED_STORAGE")
+    ix.remove("a", [3], "GPU")
+    # a: 2 GPU blocks then CPU; b only mounts the storage a wrote; c mounts another one
+    assert ix.match("m", None, TOKS, ["a", "b", "c"]) == {"a": pytest.approx(2.8), "b": 0.0, "c": 0.0}
+    ix.store("b", [1, 2], None, TOKS[:8], BS)  # b loads blocks 1-2 (from anywhere): GPU
+    assert ix.match("m", None, TOKS, ["b"]) == {"b": pytest.approx(2.5)}  # + a's shared block 3
+    # b's storage LRU evicts block 3, which b never held: resolved through a, cleared for the whole mount
+    ix.remove("b", [3], "SHARED_STORAGE")
+    assert ix.counters.num_unresolved_hash == 0
+    assert ix.match("m", None, TOKS, ["a", "b"]) == {"a": pytest.approx(2.8), "b": 2.0}
+    ix.store("b", [3], None, [], BS, medium="SHARED_STORAGE")  # b rewrites it (token-less, via a)
+    assert ix.match("m", None, TOKS, ["b"]) == {"b": pytest.approx(2.5)}
+    ix.remove("c", [3], "SHARED_STORAGE")  # another mount cannot resolve a's hashes
+    assert ix.counters.num_unresolved_hash == 1
+
+
+def test_two_storage_mounts_are_credited_apart() -> None:
+    ix = KVIndex(weights=TierWeights(storage=0.5))
+    for e, mount in (("a", "fs1"), ("b", "fs1"), ("c", "fs2"), ("d", "fs2")):
+        ix.add_endpoint(e, "m", storage=mount)
+    ix.store("a", [1, 2], None, TOKS[:8], BS)
+    ix.store("a", [1, 2], None, [], BS, medium="SHARED_STORAGE")
+    ix.store("c", [11], None, TOKS[:4], BS)
+    ix.store("c", [11], None, [], BS, medium="SHARED_STORAGE")
+    ix.remove("a", [1, 2], "GPU")
+    ix.remove("c", [11], "GPU")
+    assert ix.match("m", None, TOKS, ["a", "b", "c", "d"]) == {"a": 1.0, "b": 1.0, "c": 0.5, "d": 0.5}
+    ix.remove_endpoint("a")  # the writer leaves: its files stay on the mount for b
+    assert ix.match("m", None, TOKS, ["b", "c"]) == {"b": 1.0, "c": 0.5}

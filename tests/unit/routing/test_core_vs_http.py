@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import grimp
-import orjson
+import msgspec
 import pytest
 
 from lanterna.config.model import LanternaConfig
@@ -48,7 +48,7 @@ REQUESTS = [
 async def _core_picks(state: RoutingState) -> list[str]:
     picks = []
     for kind, body in REQUESTS:
-        call = core.prepare(state, {}, orjson.dumps(body), kind, request_id=f"r{len(picks)}")  # type: ignore[arg-type]
+        call = core.prepare(state, {}, msgspec.json.encode(body), kind, request_id=f"r{len(picks)}")  # type: ignore[arg-type]
         async with core.admit(state, call):
             await core.tokenize(state, call)
             order = core.schedule(state, call)

@@ -6,15 +6,16 @@ from dataclasses import dataclass, field
 
 from lanterna.protocol.kv_events import KVEvent
 from lanterna.sim.engine import Engine, EngineConfig
+from lanterna.sim.tiers import KVTier
 from lanterna.sim.timing import ConstantTimer
 from lanterna.sim.types import EngineRequest, RequestTokens, StepOutput
 
 
-def make_engine(seed: int = 0, **cfg: object) -> Engine:
+def make_engine(seed: int = 0, storage: KVTier | None = None, **cfg: object) -> Engine:
     """A small engine: 4-token blocks, 64 blocks, 64-token budget, 10 ms steps."""
     base: dict[str, object] = {"block_size": 4, "num_gpu_blocks": 64, "max_num_batched_tokens": 64}
     base.update(cfg)
-    return Engine(EngineConfig(**base), ConstantTimer(0.01), seed=seed)  # type: ignore[arg-type]
+    return Engine(EngineConfig(**base), ConstantTimer(0.01), seed=seed, storage=storage)  # type: ignore[arg-type]
 
 
 def req(rid: str, prompt: list[int] | int, max_tokens: int = 4, **kw: object) -> EngineRequest:

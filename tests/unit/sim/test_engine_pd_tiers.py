@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lanterna.protocol.kv_events import BlockRemoved, BlockStored
+from lanterna.sim.tiers import OffloadTier
 from lanterna.sim.types import RemotePrefill
 
 from .helpers import make_engine, req, run
@@ -29,7 +30,7 @@ def test_remote_prefill_transfer_only_covers_uncached_tokens() -> None:
     run(e)
     e.add_request(req("d", 1000, max_tokens=1, remote_prefill=RemotePrefill()))
     out = e.step(1.0)
-    assert out.outputs[0].num_cached_tokens == 400
+    assert out.outputs[0].num_cached_tokens == 999  # 400 local hits + 599 pulled: only the last token computed
     assert out.duration_s == pytest.approx(0.01 + 599 * 1000 / 1e6)
 
 
@@ -72,15 +73,52 @@ def test_cpu_tier_hit_loads_blocks_back_with_a_time_cost() -> None:
     assert e.stats().prefix_cache_hits == 0  # GPU-only counter, as vLLM's
 
 
-def test_cpu_tier_overflow_cascades_to_shared_storage() -> None:
+def test_evicted_blocks_are_written_through_to_cpu_and_storage() -> None:
     events, e = _fill_and_evict({"num_cpu_blocks": 1, "num_storage_blocks": 2})
     media = [(type(ev).__name__, ev.medium) for ev in events if isinstance(ev, BlockStored | BlockRemoved)]
-    assert ("BlockStored", "SHARED_STORAGE") in media
-    assert ("BlockRemoved", "CPU") in media
-    assert ("BlockRemoved", "SHARED_STORAGE") in media  # 4 evicted > 1 + 2 capacity
+    assert media.count(("BlockStored", "CPU")) == media.count(("BlockStored", "SHARED_STORAGE")) == 4
+    assert media.count(("BlockRemoved", "CPU")) == 3  # 4 written, capacity 1
+    assert media.count(("BlockRemoved", "SHARED_STORAGE")) == 2  # 4 written, capacity 2
     e.add_request(req("c", list(range(0, 17)), max_tokens=1))
     out = e.step(10.0)
-    # a's blocks were evicted tail first (3, 2, 1, 0): CPU keeps 0, storage keeps 1 and 2, 3 is gone
-    assert out.outputs[0].num_cached_tokens == 12
+    # a's blocks were evicted tail first (3, 2, 1, 0): CPU keeps 0, storage keeps 1 and 0; 2 and 3 are gone
+    assert out.outputs[0].num_cached_tokens == 8
     block_bytes = 4 * 131072
-    assert out.duration_s == pytest.approx(0.01 + block_bytes / 25e9 + 2 * block_bytes / 2e9)
+    assert out.duration_s == pytest.approx(0.01 + block_bytes / 25e9 + block_bytes / 2e9)
+    assert e.stats().num_storage_hit_tokens == 4
+
+
+def test_storage_only_tier_is_charged_storage_bandwidth() -> None:
+    _, e = _fill_and_evict({"num_storage_blocks": 8, "kv_bytes_per_token": 1000})
+    e.add_request(req("c", list(range(0, 17)), max_tokens=1))
+    out = e.step(10.0)
+    assert out.outputs[0].num_cached_tokens == 16
+    assert out.duration_s == pytest.approx(0.01 + 16 * 1000 / 2e9)
+
+
+def test_a_shared_storage_tier_serves_blocks_another_engine_wrote() -> None:
+    shared = OffloadTier("SHARED_STORAGE", 64, shared=True)
+    a = make_engine(num_gpu_blocks=5, kv_bytes_per_token=1000, storage=shared)
+    a.add_request(req("a", list(range(0, 17)), max_tokens=1))
+    run(a)
+    a.add_request(req("evict", list(range(500, 517)), max_tokens=1))
+    stored = [ev for ev in run(a).events if isinstance(ev, BlockStored) and ev.medium == "SHARED_STORAGE"]
+    assert sum(len(ev.block_hashes) for ev in stored) == 4 and len(shared) == 4
+    b = make_engine(num_gpu_blocks=5, kv_bytes_per_token=1000, storage=shared)
+    b.add_request(req("b", list(range(0, 17)), max_tokens=1))
+    r = run(b)
+    assert r.cached["b"] == 16 and b.stats().num_storage_hit_tokens == 16
+    assert r.steps[0].duration_s == pytest.approx(0.01 + 16 * 1000 / 2e9)
+    gpu = [ev for ev in r.events if isinstance(ev, BlockStored) and ev.medium == "GPU"]
+    assert gpu[0].block_hashes == [h for ev in stored for h in ev.block_hashes][::-1]  # same hashes, both engines
+    assert b.reset_prefix_cache() and len(shared) == 4  # a replica's reset leaves shared storage alone
+
+
+def test_tier_store_is_announced_before_the_gpu_removal() -> None:
+    """An index resolves token-less tier events through the GPU mapping the removal would drop."""
+    events, _ = _fill_and_evict({"num_cpu_blocks": 8})
+    at = {(type(ev).__name__, ev.medium, ev.block_hashes[0]): i for i, ev in enumerate(events)
+          if isinstance(ev, BlockStored | BlockRemoved)}
+    evicted = [h for (kind, medium, h) in at if kind == "BlockRemoved" and medium == "GPU"]
+    assert len(evicted) == 4
+    assert all(at[("BlockStored", "CPU", h)] < at[("BlockRemoved", "GPU", h)] for h in evicted)

@@ -68,7 +68,8 @@ class NoHitLRUScorer:
         return {k: 1.0 - r / (n - 1) for r, k in enumerate(ranked)}
 
     def pre_request(self, req: SchedRequest, result: SchedulingResult) -> None:
-        if not req.state.get(_COLD, not _any_hit(req)):
+        cold = req.state.get(_COLD)  # set by score(); _any_hit only when this cycle did not score
+        if not (cold if cold is not None else not _any_hit(req)):
             return
         for res in result.profile_results.values():
             if res.primary is not None:

@@ -51,18 +51,21 @@ class PrefixCacheScorer:
     index: ApproxPrefixIndex
     type_name: str = TYPE
     state_key: str = field(init=False)
+    _hashes_key: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.state_key = f"{STATE_PREFIX_APPROX}/{self.name}"
+        self._hashes_key = self.state_key + "/hashes"  # built once, not per request
 
     @property
     def block_size_tokens(self) -> int:
         return max(1, self.index.block_chars // CHARS_PER_TOKEN)
 
     def _hashes(self, req: SchedRequest) -> list[int]:
-        got = req.state.get(self.state_key + "/hashes")
+        key = self._hashes_key
+        got = req.state.get(key)
         if got is None:
-            got = req.state[self.state_key + "/hashes"] = self.index.hashes(req.model, req.prompt_text, req.cache_salt)
+            got = req.state[key] = self.index.hashes(req.model, req.prompt_text, req.cache_salt)
         return got
 
     def produce(self, req: SchedRequest, candidates: list[Endpoint]) -> None:

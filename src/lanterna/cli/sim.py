@@ -74,6 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="how long a prefill replica holds KV for a decoder that never pulls it")
     a("--failure-rate", type=float, default=0.0)
     a("--failure-types", default="http_500")
+    a("--startup-delay", type=float, default=0.0, metavar="S",
+      help="seconds before the server listens (a model-load stand-in: exercises cold starts and scale-from-zero)")
     a("--log-level", default="WARNING")
 
 
@@ -204,9 +206,11 @@ def build(args: argparse.Namespace) -> Any:
     return SimServer(settings, engine, tok, metrics, publisher, lora, failures, pd=pd)
 
 
-async def _serve(srv: Any, host: str, port: int) -> None:
+async def _serve(srv: Any, host: str, port: int, startup_delay_s: float = 0.0) -> None:
     from aiohttp import web
 
+    if startup_delay_s > 0:
+        await asyncio.sleep(startup_delay_s)  # "loading weights": /health answers nothing until it passes
     runner = web.AppRunner(srv.build_app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lanterna sim: error: {exc}", file=sys.stderr)
         return 2
     try:
-        _run_loop(_serve(srv, args.host, args.port))
+        _run_loop(_serve(srv, args.host, args.port, max(0.0, args.startup_delay)))
     except OSError as exc:
         print(f"lanterna sim: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)

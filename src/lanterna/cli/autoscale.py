@@ -39,7 +39,14 @@ def add_scaling_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_scaler(args: argparse.Namespace, variant: str) -> tuple[Any, Any]:
     """``(Autoscaler, Variant)`` from the shared flags (saturation policy)."""
-    from lanterna.autoscale import Autoscaler, AutoscalerConfig, SaturationPolicy, ScaleToZero, ScalingBehavior, Variant
+    from lanterna.autoscale import (
+        Autoscaler,
+        AutoscalerConfig,
+        SaturationPolicy,
+        ScaleToZero,
+        ScalingBehavior,
+        Variant,
+    )
     from lanterna.errors import ConfigError
 
     if not 0 <= args.min_replicas <= args.max_replicas or args.max_replicas < 1:

@@ -108,7 +108,8 @@ class Gateway(RoutingState):
         if ep is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
-            while ep.load.in_flight_requests > 0 and loop.time() < deadline:
+            # NOTE: polled on purpose: a per-endpoint completion event would cost every request on the hot path
+            while ep.load.in_flight_requests > 0 and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(poll_s)
         await self._forget(endpoint_id, ep)
         return ep.load.in_flight_requests if ep is not None else 0

@@ -36,7 +36,7 @@ class DeploymentScaler:
 
     async def scale(self, variant: str, replicas: int) -> None:
         name = self.deployments[variant]
-        await self._apps.patch_namespaced_deployment_scale(
-            name, self.namespace, {"spec": {"replicas": replicas}},
-            _content_type="application/merge-patch+json")
+        kw: dict[str, Any] = {"_content_type": "application/merge-patch+json"}  # the client's own option, untyped
+        await self._apps.patch_namespaced_deployment_scale(name, self.namespace, {"spec": {"replicas": replicas}},
+                                                           **kw)
         log.info("k8s_scaled", extra={"deployment": name, "namespace": self.namespace, "replicas": replicas})

@@ -11,7 +11,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import generate_latest
 
-from lanterna.autoscale import Autoscaler, AutoscalerConfig, SaturationPolicy, ScaleToZero, ScalingBehavior, Variant
+from lanterna.autoscale import (
+    Autoscaler,
+    AutoscalerConfig,
+    SaturationPolicy,
+    ScaleToZero,
+    ScalingBehavior,
+    Variant,
+)
 from lanterna.autoscale.loop import AutoscaleLoop, LoopConfig
 from lanterna.autoscale.signals import DemandMeter, GatewaySignals, parse_endpoint, parse_gateway
 

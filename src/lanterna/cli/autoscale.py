@@ -3,6 +3,7 @@
     lanterna autoscale --gateway http://127.0.0.1:8000 --endpoint 10.0.0.5:8000 --endpoint 10.0.0.6:8000 \\
         --variant llama-8b --accelerator H100 --min-replicas 1 --max-replicas 8 [--port 9100]
     lanterna autoscale ... --actuate k8s --deployment llama-8b --namespace llm-d   # patch deployments/scale
+    lanterna autoscale ... --selector app=vllm,llm-d.ai/role=both --target-port 8000  # endpoints: ready pods
 
 Every ``--interval`` it reads the gateway's and the endpoints' ``/metrics``, runs the saturation policy (WVA V1
 thresholds) with HPA-like stabilisation, and publishes ``wva_desired_replicas`` / ``wva_current_replicas`` /
@@ -67,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--gateway", default="http://127.0.0.1:8000", help="the gateway's base URL (its /metrics is read)")
     a("--endpoint", action="append", default=[], metavar="HOST:PORT", help="a model server of the variant (repeat)")
+    a("--selector", default=None, metavar="K=V[,K=V]",
+      help="instead of --endpoint: the ready pods matching this label selector (in --namespace) are the variant's "
+           "endpoints, followed by a Kubernetes watch (RBAC: pods get/list/watch)")
+    a("--target-port", type=int, action="append", default=[], metavar="PORT",
+      help="with --selector: model-server port(s) on each pod (default 8000)")
     a("--namespace", default="default", help="namespace label (and the Deployment's namespace with --actuate k8s)")
     a("--host", default="127.0.0.1", help="listen address of the autoscaler's /metrics")
     a("--port", type=int, default=9100, help="listen port of the autoscaler's /metrics")
@@ -87,20 +93,37 @@ async def _main(args: argparse.Namespace) -> int:
     from lanterna.errors import ConfigError
 
     scaler, variant = build_scaler(args, args.variant or "default")
-    actuator = api = None
+    actuator = api = disc = None
+    if args.actuate == "k8s" and not args.deployment:
+        raise ConfigError("--actuate k8s needs --deployment")
+    if args.selector is not None and args.endpoint:
+        raise ConfigError("give --endpoint or --selector, not both")
+    if args.target_port and args.selector is None:
+        raise ConfigError("--target-port needs --selector")
+    if args.actuate == "k8s" or args.selector is not None:
+        from lanterna.k8s.discovery import DiscoverySpec, KubeDiscovery, make_api_client
+
+        try:  # without --selector the spec only carries the credentials' source; nothing is watched then
+            spec = DiscoverySpec(namespace=args.namespace, pool=None if args.selector else "-",
+                                 selector=args.selector, target_ports=tuple(args.target_port or [8000]),
+                                 kubeconfig=args.kubeconfig)
+        except ValueError as exc:
+            raise ConfigError(f"--selector: {exc}") from None
+        api = await make_api_client(spec)
+        if args.selector is not None:
+            disc = KubeDiscovery(api, spec, _NoSink())
+            disc.start()
     if args.actuate == "k8s":
-        if not args.deployment:
-            raise ConfigError("--actuate k8s needs --deployment")
-        from lanterna.k8s.discovery import DiscoverySpec, make_api_client
         from lanterna.k8s.scale import DeploymentScaler
 
-        # the spec only carries the credentials' source here; nothing is watched
-        api = await make_api_client(DiscoverySpec(namespace=args.namespace, pool=args.deployment,
-                                                  kubeconfig=args.kubeconfig))
         actuator = DeploymentScaler(api, args.namespace, {variant.name: args.deployment})
-    endpoints = {variant.name: list(args.endpoint)}
+    static = {variant.name: list(args.endpoint)}
+
+    def endpoints() -> dict[str, list[str]]:
+        return {variant.name: list(disc.endpoints)} if disc is not None else static
+
     loop = AutoscaleLoop(scaler, [variant], LoopConfig(args.gateway, args.namespace, args.interval),
-                         lambda: endpoints, actuator)
+                         endpoints, actuator)
 
     async def metrics(_req: web.Request) -> web.Response:
         return web.Response(body=generate_latest(loop.metrics.registry), content_type="text/plain")
@@ -113,6 +136,10 @@ async def _main(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, args.host, args.port).start()
     except OSError as exc:
         await runner.cleanup()
+        if disc is not None:
+            await disc.close()
+        if api is not None:
+            await api.close()
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     task = asyncio.create_task(loop.run())
     stop = asyncio.Event()
@@ -125,9 +152,21 @@ async def _main(args: argparse.Namespace) -> int:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await runner.cleanup()
+        if disc is not None:
+            await disc.close()
         if api is not None:
             await api.close()
     return 0
+
+
+class _NoSink:
+    """Discovery's sink when only the set of ready pods is wanted (``KubeDiscovery.endpoints``)."""
+
+    async def add_endpoint(self, ep: Any) -> None:
+        return None
+
+    async def remove_endpoint(self, endpoint_id: str) -> None:
+        return None
 
 
 def run(args: argparse.Namespace) -> int:

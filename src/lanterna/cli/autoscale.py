@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -85,14 +87,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_scaling_arguments(p)
 
 
-async def _main(args: argparse.Namespace) -> int:
-    from aiohttp import web
-    from prometheus_client import generate_latest
+@dataclass(slots=True)
+class Sources:
+    """Where the loop's endpoints come from and what it actuates; ``close()`` stops the watch and the client."""
 
-    from lanterna.autoscale.loop import AutoscaleLoop, LoopConfig
+    endpoints: Callable[[], dict[str, list[str]]]
+    actuator: Any = None
+    disc: Any = None
+    api: Any = None
+
+    async def close(self) -> None:
+        if self.disc is not None:
+            await self.disc.close()
+        if self.api is not None:
+            await self.api.close()
+
+
+async def open_sources(args: argparse.Namespace, variant: str) -> Sources:
+    """``--endpoint`` (static) or ``--selector`` (ready pods, watched), and ``--actuate k8s`` (scale subresource),
+    sharing one API client."""
     from lanterna.errors import ConfigError
 
-    scaler, variant = build_scaler(args, args.variant or "default")
     actuator = api = disc = None
     if args.actuate == "k8s" and not args.deployment:
         raise ConfigError("--actuate k8s needs --deployment")
@@ -116,12 +131,25 @@ async def _main(args: argparse.Namespace) -> int:
     if args.actuate == "k8s":
         from lanterna.k8s.scale import DeploymentScaler
 
-        actuator = DeploymentScaler(api, args.namespace, {variant.name: args.deployment})
-    static = {variant.name: list(args.endpoint)}
+        actuator = DeploymentScaler(api, args.namespace, {variant: args.deployment})
+    static = {variant: list(args.endpoint)}
 
     def endpoints() -> dict[str, list[str]]:
-        return {variant.name: list(disc.endpoints)} if disc is not None else static
+        return {variant: list(disc.endpoints)} if disc is not None else static
 
+    return Sources(endpoints, actuator, disc, api)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from prometheus_client import generate_latest
+
+    from lanterna.autoscale.loop import AutoscaleLoop, LoopConfig
+    from lanterna.errors import ConfigError
+
+    scaler, variant = build_scaler(args, args.variant or "default")
+    sources = await open_sources(args, variant.name)
+    actuator, endpoints = sources.actuator, sources.endpoints
     loop = AutoscaleLoop(scaler, [variant], LoopConfig(args.gateway, args.namespace, args.interval),
                          endpoints, actuator)
 
@@ -136,10 +164,7 @@ async def _main(args: argparse.Namespace) -> int:
         await web.TCPSite(runner, args.host, args.port).start()
     except OSError as exc:
         await runner.cleanup()
-        if disc is not None:
-            await disc.close()
-        if api is not None:
-            await api.close()
+        await sources.close()
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     task = asyncio.create_task(loop.run())
     stop = asyncio.Event()
@@ -152,10 +177,7 @@ async def _main(args: argparse.Namespace) -> int:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await runner.cleanup()
-        if disc is not None:
-            await disc.close()
-        if api is not None:
-            await api.close()
+        await sources.close()
     return 0
 
 

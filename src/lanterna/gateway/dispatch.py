@@ -84,7 +84,7 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
     wait_s = core.attempt_timeout(gw, call, pf)
     breaker = gw.breakers.get(pf.id)
     breaker.begin(gw.clock.now())
-    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
+    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1, call.sreq.lora):
         try:
             opened = await _send(gw, call, pf, path, rewrite_body(call.body, **extra), headers, wait_s)
         except LanternaError as err:

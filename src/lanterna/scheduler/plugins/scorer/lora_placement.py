@@ -9,16 +9,22 @@ stays where it is resident. For a request naming adapter ``a`` over candidates E
     cap(e)    = scraped ``max_lora``, else ``maxLoras`` (0 = no limit)
     free(e)   = cap(e) - |active(e) - {a}|      (slots a request for a could run in without waiting)
     empty(e)  = cap(e) - |(active(e) + resident(e)) - {a}|   (free slots whose load would evict nobody)
-    k(a)      = clamp(ceil(spread x |E| x (n_a + 1) / (N + 1)), 1, maxReplicas or |E|)
-                n_a: a's requests in flight in the pool, N: all requests in flight (the adapter's load share)
+    k(a)      = clamp(ceil(spread x |E| x (n_a + 1) / (N + |E|)), 1, maxReplicas or |E|)
+                n_a: a's requests in flight in the pool, N: all requests in flight: the adapter's share of the
+                load (the |E| in the denominator is a prior of one request per replica, so an idle pool
+                starts every adapter on one replica instead of all of them)
     placed(a) = #{e : a in active(e)}
 
     score(e) = 1.0                            a in active(e) (running or on its way there)
              = 0.6                            a only waits on e, behind max_lora other running adapters
-             = 0                              free(e) <= 0 (every slot busy with other adapters)
+             = 0.1 if a resident on e else 0  free(e) <= 0 (every slot busy with other adapters: the request
+                                              waits; where a is resident it then needs no load)
+    placed(a) < k(a), growing:
              = 0.9                            a resident on e (idle in a GPU slot: no load needed)
-             = 0.5 + 0.3 x empty(e) / cap(e)  placed(a) < k(a): grow onto the emptiest replica
-             = 0.2 x free(e) / cap(e)         placed(a) >= k(a): beyond the bound, only if nothing else fits
+             = 0.5 + 0.3 x empty(e) / cap(e)  else onto the emptiest replica
+    placed(a) >= k(a), at the bound (used only when the replicas running a cannot take it):
+             = 0.3                            a resident on e
+             = 0.2 x free(e) / cap(e)         else
 
 ``resident(e)`` is the gateway's mirror of e's slot LRU: the last cap(e) distinct adapters this scorer sent
 there (vLLM keeps that many adapters in GPU slots and evicts the least recently used). Requests without an
@@ -74,7 +80,7 @@ class LoraPlacementScorer:
             placed += a in inflight or a in m.running_lora_adapters or a in m.waiting_lora_adapters
         num = len(candidates)
         limit = min(num, self.params.maxReplicas or num)
-        k = min(limit, max(1, math.ceil(self.params.spread * num * (n_a + 1) / (total + 1))))
+        k = min(limit, max(1, math.ceil(self.params.spread * num * (n_a + 1) / (total + num))))
         grow = placed < k
         out: dict[str, float] = {}
         for e in candidates:
@@ -88,16 +94,17 @@ class LoraPlacementScorer:
                 out[e.id] = 0.6 if cap and len(running) >= cap else 1.0
                 continue
             if not cap:  # no limit known: any replica can load it
-                out[e.id] = 0.9 if a in self._resident.get(e.id, ()) else (0.8 if grow else 0.2)
+                is_res = a in self._resident.get(e.id, ())
+                out[e.id] = (0.9 if is_res else 0.8) if grow else (0.3 if is_res else 0.2)
                 continue
             active = running | waiting | inflight.keys()
             free = cap - len(active)
-            if free <= 0:
-                out[e.id] = 0.0
-                continue
             resident = self._resident.get(e.id)
+            if free <= 0:
+                out[e.id] = 0.1 if resident is not None and a in resident else 0.0
+                continue
             if resident is not None and a in resident:
-                out[e.id] = 0.9
+                out[e.id] = 0.9 if grow else 0.3
             elif grow:
                 empty = max(0, cap - len(active | resident.keys()) if resident is not None else free)
                 out[e.id] = 0.5 + 0.3 * empty / cap

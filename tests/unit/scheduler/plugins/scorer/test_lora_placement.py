@@ -38,6 +38,10 @@ CASES: list[tuple[str | None, list[Endpoint], dict[str, list[str]], dict[str, An
     ("A", [lep("a", running={"B", "C"}), lep("b", running={"B"}), lep("c")], {}, {},
      {"a": 0.0, "b": 0.65, "c": 0.8}),
     ("A", [lep("a", running={"B"}), lep("b")], {"a": ["A", "B"]}, {}, {"a": 0.9, "b": 0.8}),
+    ("A", [lep("a", running={"B", "C"}), lep("b", running={"B", "C"})], {"a": ["A", "B"]}, {},
+     {"a": 0.1, "b": 0.0}),
+    ("A", [lep("a", inflight={"A": 1}), lep("b", others=3), lep("c", others=3)], {"b": ["A"]}, {},
+     {"a": 1.0, "b": 0.3, "c": 0.2}),
     ("A", [lep("a"), lep("b")], {"a": ["B", "C"]}, {}, {"a": 0.5, "b": 0.8}),
     ("A", [lep("a", inflight={"A": 9}), lep("b", others=1), lep("c")], {}, {}, {"a": 1.0, "b": 0.8, "c": 0.8}),
     ("A", [lep("a", inflight={"A": 9}), lep("b", others=1), lep("c")], {}, {"maxReplicas": 1},
@@ -48,7 +52,8 @@ CASES: list[tuple[str | None, list[Endpoint], dict[str, list[str]], dict[str, An
     ("A", [lep("a", cap=0), lep("b", cap=0, running={"B", "C"})], {}, {"maxLoras": 2}, {"a": 0.8, "b": 0.0}),
 ]
 IDS = ["no-adapter", "running", "in-flight-before-scrape", "waiting-behind-full", "waiting-with-room",
-       "full-room-empty", "resident-idle", "room-but-evicts", "hot-grows", "max-replicas", "spread",
+       "full-room-empty", "resident-idle", "full-but-resident",
+       "resident-at-bound", "room-but-evicts", "hot-grows", "max-replicas", "spread",
        "unknown-cap", "param-cap"]
 
 

@@ -39,7 +39,9 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [  # (title, unit, [(expr
          "vLLM (tokens)"),
         ("sum(rate(inference_objective_prompt_cached_tokens_sum[5m])) / "
          "clamp_min(sum(rate(inference_objective_input_tokens_sum[5m])), 1)", "gateway (usage.cached_tokens)")]),
-    ("P/D: requests by server role", "reqps", [
+    ("P/D: decisions and prefill fallbacks / s, requests by server role", "reqps", [
+        ("sum by (decision_type) (rate(llm_d_inference_scheduler_disagg_decision_total[1m]))", "{{decision_type}}"),
+        ("sum by (reason) (rate(lanterna_gateway_pd_prefill_fallbacks_total[1m]))", "fallback {{reason}}"),
         ("sum by (role) (rate(vllm:request_success_total[1m]))", "{{role}}")]),
     ("Scheduler latency (p99) by plugin", "s", [
         ("histogram_quantile(0.99, sum by (le) (rate(inference_extension_scheduler_e2e_duration_seconds_bucket[5m])))",

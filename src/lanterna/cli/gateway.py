@@ -40,8 +40,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, port: bool = True) -> No
         a("--port", type=int, default=None, help="listen port (default: 8000, gateway.port)")
     else:
         p.set_defaults(port=None)
-    a("--endpoint", action="append", default=[], metavar="HOST:PORT",
-      help="a model server (real vLLM or sim); repeat for several")
+    a("--endpoint", action="append", default=[], metavar="[ROLE=]HOST:PORT",
+      help="a model server (real vLLM or sim); repeat for several. A P/D role prefix (prefill=, decode=, both=) "
+           "sets its llm-d.ai/role label")
     a("--kv-events", dest="endpoint_kv_events", action="append", default=[], metavar="HOST:PORT=ZMQ",
       help="KV-event publisher of an --endpoint for precise routing, e.g. 127.0.0.1:8001=tcp://127.0.0.1:5557 "
            "(the gateway connects to it); repeat per endpoint. Publishers that connect to the gateway instead "
@@ -86,10 +87,8 @@ def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None)
         base["scheduler"] = args.scheduler_config
     cfg = load_config(args.config, base=base, overrides=args.overrides, default_scheduler=DEFAULT_SCHEDULER)
     if args.endpoint:
-        from lanterna.config.model import StaticEndpoint
-
         try:
-            extra = [StaticEndpoint(address=a, models=list(args.endpoint_model)) for a in args.endpoint]
+            extra = [_static_endpoint(a, list(args.endpoint_model)) for a in args.endpoint]
         except ValueError as exc:
             raise ConfigError(f"--endpoint: {str(exc).splitlines()[-1].strip()}") from None
         cfg.endpoints.static = [*cfg.endpoints.static, *extra]
@@ -102,6 +101,19 @@ def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None)
             raise ConfigError(f"--kv-events {item!r}: no --endpoint {addr}")
         spec.kv_events = zmq_addr
     return cfg
+
+
+def _static_endpoint(flag: str, models: list[str]) -> Any:
+    """``--endpoint [ROLE=]HOST:PORT``: the role becomes the endpoint's ``llm-d.ai/role`` label."""
+    from lanterna.config.model import StaticEndpoint
+    from lanterna.endpoints.types import ROLE_BOTH, ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
+
+    role, sep, address = flag.rpartition("=")
+    if not sep:
+        return StaticEndpoint(address=flag, models=models)
+    if role not in (ROLE_PREFILL, ROLE_DECODE, ROLE_BOTH):
+        raise ConfigError(f"--endpoint {flag}: role must be prefill, decode or both, got {role!r}")
+    return StaticEndpoint(address=address, models=models, labels={ROLE_LABEL: role})
 
 
 async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[[Any], Awaitable[None] | None]

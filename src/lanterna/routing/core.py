@@ -62,9 +62,11 @@ from lanterna.routing.fields import (
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest
+from lanterna.scheduler.plugins.profile.disagg import DisaggProfileHandler
 
 DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
 NO_ENDPOINT_RETRY_AFTER_S = 5  # Retry-After for a known model with no ready endpoint (health checks run every ~1 s)
@@ -76,6 +78,13 @@ class Verdict(Enum):
 
 
 RETRY, ANSWER = Verdict.RETRY, Verdict.ANSWER
+
+
+def no_ready_endpoint(target: str) -> NoCapacity:
+    """503 + ``Retry-After`` for a known model whose endpoints are all down, found before dispatch or while the
+    request's attempts ran (health checks declared them down): honest and retryable, unlike a 502."""
+    return NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
+                      headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S), DROPPED_REASON_HEADER: "no-ready-endpoint"})
 
 
 # -- prepare ------------------------------------------------------------------------------------------------------
@@ -159,14 +168,17 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
     if not p.may_use(target) and (requested is None or target != requested):
         raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
-    if not candidates:
+    if not candidates and state.flow is not None and target in state.cfg.flowcontrol.hold_models:
+        state.refresh_hold()  # scale from zero: wait in flow control for a replica (``admit``)
+        if state.on_hold is not None:
+            state.on_hold(target)
+    elif not candidates:
         known = state.store.known_models()
-        if target not in known and not any(target in e.models for e in state.store.all()):
+        if (target not in known and not any(target in e.models for e in state.store.all())
+                and target not in state.cfg.flowcontrol.hold_models):
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
-        raise NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
-                         headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S),
-                                  DROPPED_REASON_HEADER: "no-ready-endpoint"})
+        raise no_ready_endpoint(target)
     if target != fields.model:
         body = rewrite_body(body, model=target)
     parent = state.store.base_model_of(target)
@@ -221,6 +233,12 @@ class Admission:
                 adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
                 await adm.__aenter__()
                 self._inner = adm
+                if not call.candidates:  # held at zero replicas (``prepare``): a replica is ready now
+                    call.candidates = state.store.candidates(call.target)
+                    if not call.candidates:
+                        self._inner = None
+                        await adm.__aexit__(None, None, None)
+                        raise no_ready_endpoint(call.target)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -286,6 +304,9 @@ def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
         sched.pre_request(call.sreq, result)
         order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
         pf = call.prefill = result.prefill()
+        if isinstance(sched.handler, DisaggProfileHandler):
+            pd = pf is not None and bool(order) and pf.id != order[0].id
+            m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
         if call.trace.recording:
             span.set("lanterna.endpoint", order[0].id if order else "")
             span.set("lanterna.profile", result.primary_profile or "")

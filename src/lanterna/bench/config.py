@@ -185,6 +185,21 @@ class TierTarget(_Model):
     storage_bandwidth_gbps: float = Field(2.0, gt=0)  # storage -> GPU per replica
 
 
+class LoraTarget(_Model):
+    """LoRA traffic in the virtual cluster: each request names one of ``num_adapters`` adapters drawn by a Zipf
+    law (weight 1/rank^zipf_s; a session or prompt group keeps one adapter), or the base model with probability
+    ``1 - share``. Engines run vLLM's ``--max-loras`` slots; a load costs ``load_s`` (default: a rank-``rank``
+    adapter of the profile's shape at ``bandwidth_gbps``, ``sim.lora_slots.profile_load_s``)."""
+
+    num_adapters: int = Field(24, ge=1)
+    zipf_s: float = Field(1.0, ge=0)
+    share: float = Field(1.0, ge=0, le=1)
+    max_loras: int = Field(4, ge=1)
+    rank: int = Field(16, ge=1)
+    load_s: float | None = Field(None, ge=0)
+    bandwidth_gbps: float = Field(2.0, gt=0)
+
+
 class VirtualPD(_Model):
     """P/D topology of the virtual cluster (``cluster.virtual_pd``): the first ``prefill_replicas`` of
     ``replicas`` prefill, the rest decode; the KV moves over ``link`` (sim/kv_link.py defaults per kind)."""
@@ -252,6 +267,7 @@ class ClusterTarget(_Model):
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
     tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
+    lora: LoraTarget | None = None  # LoRA adapters (None: every request uses the base model)
     pd: VirtualPD | None = None  # prefill/decode disaggregation; None: every replica serves both phases
     autoscale: VirtualAutoscale | None = None  # None: ``replicas`` fixed for the whole run
 

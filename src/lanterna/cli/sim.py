@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--enable-lora", action="store_true")
     a("--max-loras", type=int, default=1)
     a("--max-lora-rank", type=int, default=16)
+    a("--lora-load-s", type=float, default=None,
+      help="seconds to load an adapter that is not in a GPU slot (default: rank-sized adapter at 2 GB/s)")
     a("--lora-modules", nargs="+", default=[], help="name=path or JSON {name, path}")
     a("--enable-prompt-tokens-details", action="store_true", help="accepted; details are always reported")
     a("--kv-transfer-config", default=None,
@@ -114,6 +116,17 @@ def hash_seed(seed: int) -> int:
     return int(env) if env.isdigit() else seed
 
 
+def _lora_load_s(args: argparse.Namespace, profile: Any) -> float:
+    """``--lora-load-s``, else the load time of a ``--max-lora-rank`` adapter of the profile's shape."""
+    from lanterna.sim.lora_slots import profile_load_s
+
+    if args.lora_load_s is not None:
+        if args.lora_load_s < 0:
+            raise FlagError(f"--lora-load-s must be >= 0, got {args.lora_load_s}")
+        return float(args.lora_load_s)
+    return profile_load_s(profile, args.max_lora_rank)
+
+
 def build(args: argparse.Namespace) -> Any:
     """Validate flags and assemble a ``SimServer`` (raises FlagError with a one-line reason)."""
     from lanterna.cli.sim_tiers import TierFlagError, TierFlags, resolve_tiers
@@ -173,7 +186,9 @@ def build(args: argparse.Namespace) -> Any:
                                  num_storage_blocks=tiers.num_storage_blocks,
                                  kv_bytes_per_token=profile.kv_bytes_per_token,
                                  cpu_bandwidth_bps=tiers.cpu_bandwidth_bps,
-                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed,
+                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps,
+                                 max_loras=args.max_loras if args.enable_lora else 0,
+                                 lora_load_s=_lora_load_s(args, profile)), timer, seed=args.seed,
                     storage=storage)
     lora = LoraRegistry(enabled=args.enable_lora, max_loras=args.max_loras)
     for name, path in _lora_modules(args.lora_modules):

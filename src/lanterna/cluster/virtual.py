@@ -47,6 +47,7 @@ from lanterna.bench.report import RunResult, StageResult, now_utc
 from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
+from lanterna.cluster.lora import AdapterMix, engine_lora_kwargs, lora_summary, scrape_lora
 from lanterna.cluster.policies import resolve_policy
 from lanterna.cluster.tiers import STORAGE_MOUNT, engine_tier_kwargs, make_shared_storage
 from lanterna.endpoints.types import Endpoint
@@ -89,7 +90,8 @@ def make_engine(c: ClusterTarget, seed: int, storage: KVTier | None = None) -> E
     blocks = c.num_gpu_blocks or p.num_gpu_blocks(c.block_size)
     cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
                        max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20,
-                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c))
+                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c),
+                       **engine_lora_kwargs(c))
     return Engine(cfg, make_timer("physics", c.profile), seed=seed, storage=storage)
 
 
@@ -166,6 +168,8 @@ class VirtualCluster:
         self._classes = fc.classes if fc is not None else []
         self._class_weights = list(itertools.accumulate(k.weight for k in self._classes))
         self._class_rng = random.Random(cfg.seed + 2)
+        self.adapters = AdapterMix(self.c.lora, cfg.seed + 3) if self.c.lora is not None else None
+        self.lora_placements: dict[str, set[str]] = {}  # adapter -> endpoints it was sent to
         if fc is not None and fc.enabled:
             self.flow = FlowCore(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s,
@@ -256,6 +260,8 @@ class VirtualCluster:
             m.num_running, m.num_waiting, m.kv_cache_usage = s.num_running, s.num_waiting, s.kv_cache_usage
             m.block_size, m.num_gpu_blocks = s.block_size, s.num_gpu_blocks
             m.prefix_cache_queries, m.prefix_cache_hits = float(s.prefix_cache_queries), float(s.prefix_cache_hits)
+            if self.adapters is not None:
+                scrape_lora(m, s)
             m.scraped_at = t
         flow = self.flow
         if flow is not None:
@@ -341,9 +347,10 @@ class VirtualCluster:
         """Schedule and start one request; False when no endpoint could take it (recorded as a failure)."""
         rid = rec.request_id
         tokens = item.token_ids()
+        lora = self.adapters.pick(item) if self.adapters is not None else None
         req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
                            token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
-                           session_token=item.session)
+                           session_token=item.session, lora=lora)
         try:
             result = self.sched.schedule(req, self.endpoints)
         except NoCapacity:
@@ -355,9 +362,11 @@ class VirtualCluster:
         self.sched.pre_request(req, result)
         rec.endpoint = ep.id
         self.routed[ep.id] += 1
-        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i,
+        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len, lora), i,
                                     entry)
-        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t))
+        if lora is not None:
+            self.lora_placements.setdefault(lora, set()).add(ep.id)
+        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t, lora_name=lora))
         if not self._busy[i]:
             self._start_step(i, t)
         return True
@@ -502,6 +511,8 @@ class VirtualCluster:
                  "speedup_vs_real_time_cpu": sim / cpu if cpu else None,
                  "num_events": self.num_events, "routed": dict(sorted(self.routed.items())),
                  "policy": self.c.policy, "scheduler_plugins": self.sched.plugin_names()}
+        if self.adapters is not None:
+            extra["lora"] = lora_summary([e.id for e in self.all_endpoints], self.engines, self.lora_placements)
         if self.autoscaler is not None:
             extra["autoscale"] = self.autoscaler.summary(sim)
         if self.flow is not None:

@@ -328,7 +328,7 @@ def begin_attempt(state: RoutingState, call: InferenceCall, ep: Endpoint) -> Loa
     state.breakers.get(ep.id).begin(state.clock.now())
     sreq = call.sreq
     max_tokens = sreq.max_tokens if sreq.max_tokens is not None else DEFAULT_MAX_TOKENS
-    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens))
+    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens), sreq.lora)
 
 
 def attempt_timeout(state: RoutingState, call: InferenceCall, ep: Endpoint) -> float:

@@ -56,6 +56,10 @@ POLICIES: dict[str, Callable[[], EppConfig]] = {
     "precise-no-hit-lru": _precise_no_hit_lru,
     "approximate-no-hit-lru": _approximate_no_hit_lru,
     "lanterna": lanterna_recommended_config,
+    # SLO-aware routing (docs/design/slo.md): the predictor alone, and llm-d's prefix+load weights beside it
+    "predicted-latency": lambda: _single([("predicted-latency-scorer", 1, None), ("max-score-picker", None, None)]),
+    "prefix-load": lambda: _single([("prefix-cache-scorer", 3, None), ("queue-scorer", 2, None),
+                                    ("kv-cache-utilization-scorer", 2, None), ("max-score-picker", None, None)]),
 }
 
 

@@ -138,6 +138,7 @@ class FlowControlConfig(_Section):
     queue_ttl_s: float = Field(default=30.0, gt=0)
     max_queue_len_per_flow: int | None = Field(default=None, ge=1)
     retry_after_s: float = Field(default=1.0, gt=0)
+    ordering: Literal["fcfs", "slo-deadline"] = "fcfs"  # inside a fairness id (llm-d's ordering policies)
 
 
 class ApiKeySpec(_Section):

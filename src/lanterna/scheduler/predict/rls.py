@@ -50,7 +50,8 @@ class OnlineRidge:
             return
         k = px / denom
         self.theta += k * (ys - float(xv @ self.theta))
-        self.P = (self.P - np.outer(k, px)) / self.forget
+        P = (self.P - np.outer(k, px)) / self.forget
+        self.P = (P + P.T) * 0.5  # NOTE: kept symmetric, or rounding drifts it indefinite and the fit diverges
         tr = float(np.trace(self.P))
         if tr > self.max_trace:
             self.P *= self.max_trace / tr

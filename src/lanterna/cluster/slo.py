@@ -90,11 +90,12 @@ def slo_attainment(records: Sequence[RequestRecord], slos: dict[str | None, tupl
     for r in records:
         cls = r.traffic_class or "default"
         ttft_slo, tpot_slo = slos.get(r.traffic_class, (None, None))
-        ok = r.error is None and r.first_token_s is not None
+        ttft, tpot = r.ttft_s, r.tpot_s
+        ok = r.error is None and ttft is not None
         if ok and ttft_slo is not None:
-            ok = (r.first_token_s or 0.0) - r.scheduled_s <= ttft_slo
-        if ok and tpot_slo is not None and r.output_tokens >= 2 and r.end_s is not None:
-            ok = (r.end_s - (r.first_token_s or 0.0)) / (r.output_tokens - 1) <= tpot_slo
+            ok = ttft is not None and ttft <= ttft_slo
+        if ok and tpot_slo is not None and tpot is not None:
+            ok = tpot <= tpot_slo
         tally = by.setdefault(cls, [0, 0, 0])
         tally[0] += 1
         tally[1] += ok

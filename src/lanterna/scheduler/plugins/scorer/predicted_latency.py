@@ -7,15 +7,19 @@ queue and KV use, prefix share, adapter loaded), then scores:
 - with an SLO (``x-slo-ttft-ms`` / ``x-slo-tpot-ms``): the probability of meeting it, taking the predictor's
   own relative error ``s`` (EWMA of observed APE, floor ``minRelErr``) as its uncertainty:
   ``p(e) = prod over given SLOs of sigmoid((budget / predicted(e) - 1) / s)``; the TTFT budget is the SLO less
-  the time the request already waited. ``score = p x (0.9 + 0.1 x h)`` where ``h`` is the candidates' min-max
-  normalised relative headroom ``min(budget / predicted - 1)``: headroom, not the minimum latency, decides, and
-  it still orders endpoints that all (almost) surely meet or miss;
+  the time the request already waited. ``score = p x (0.9 + 0.1 x f)`` where ``f`` is the no-SLO score below:
+  the probability (headroom over uncertainty), not the minimum latency, decides; among endpoints that all
+  (almost) surely meet the SLO, the fastest wins (its prefix hit, its short queue), so headroom is not spent
+  on moving a request away from its cache;
 - without an SLO: ``1 - (ttftWeight x n(ttft) + tpotWeight x n(tpot))`` with ``n`` min-max normalisation over
   the candidates (lowest predicted latency wins, as llm-d does when no SLO is set).
 
 Early shedding: a sheddable request (priority < 0) with an SLO that no candidate meets with probability
 ``shedBelow`` or more is refused with 429 ``rejected-saturated`` (``SloShed``) before any replica works on it.
 
+Cached tokens come from the precise KV-event index (plus prefixes this scorer sent that are still prefilling,
+``pending.py``) or the approximate one; the gateway's queued prefill tokens are scaled by the uncached share of
+the requests this scorer sent to the endpoint (as ``cost-model-scorer`` does: a warm replica's queue is short).
 Data producer (predictions once per request, ``STATE_PREDICTIONS``); pre-request hook (records the features
 of the pick, ``STATE_LATENCY_DECISION``, which ``record_latency`` turns into a training sample at completion).
 Params: ``bootstrapProfile`` (simulator profile whose timing model gives the prior, "" = none;
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
@@ -39,6 +43,7 @@ from lanterna.scheduler.framework.interfaces import KVIndexView, Plugin, Schedul
 from lanterna.scheduler.framework.registry import PluginParams, parse_params, register
 from lanterna.scheduler.framework.types import SchedRequest, SchedulingResult
 from lanterna.scheduler.plugins.scorer.cost_model import precise_prefix_match
+from lanterna.scheduler.plugins.scorer.pending import PendingPrefixes
 from lanterna.scheduler.plugins.scorer.prefix_cache import PrefixCacheScorer
 from lanterna.scheduler.predict import (
     STATE_LATENCY_DECISION,
@@ -51,6 +56,7 @@ from lanterna.scheduler.predict.features import tpot_features, ttft_features
 TYPE = "predicted-latency-scorer"
 STATE_PREDICTIONS = "lanterna/predicted-latency/predictions"
 """``req.state`` key: ``Predictions`` for the candidates of this cycle."""
+_STATE_SENT = "lanterna/predicted-latency/sent"  # (endpoint id, prompt tokens, uncached tokens) of the pick
 DROPPED_REASON_HEADER = "x-llm-d-request-dropped-reason"
 
 
@@ -94,6 +100,9 @@ class PredictedLatencyScorer:
     clock_now: Any  # () -> float, the scheduler's clock
     owns_approx: bool = True
     type_name: str = TYPE
+    # per endpoint: [prompt, uncached] tokens of the requests this scorer sent there, still in flight
+    sent: dict[str, list[float]] = field(default_factory=dict)
+    pending: PendingPrefixes = field(default_factory=PendingPrefixes)
 
     def bind(self, plugins: Mapping[str, Plugin]) -> None:
         shared = [p for p in plugins.values() if isinstance(p, PrefixCacheScorer)]
@@ -106,7 +115,11 @@ class PredictedLatencyScorer:
             m = precise_prefix_match(req, self.kv_index, candidates, self.params.blockSizeTokens)
             if m is not None:
                 bs = m.block_size_tokens
-                return {k: v * bs for k, v in m.matched.items()}
+                cached = {k: v * bs for k, v in m.matched.items()}
+                for eid, n in self.pending.match(req, bs, candidates).items():  # prefixes still prefilling
+                    if n * bs > cached.get(eid, 0.0):
+                        cached[eid] = n * bs
+                return cached
         am = self.approx.match_for(req, candidates)
         bs = am.block_size_tokens or self.params.blockSizeTokens
         return {k: v * bs for k, v in am.matched.items()}
@@ -124,6 +137,7 @@ class PredictedLatencyScorer:
         a0, a1, a2, a3, a4, a5, a6, a7, a8 = ct
         b0, b1, b2, b3, b4, b5 = cp
         lora = req.lora
+        sent = self.sent
         out: dict[str, tuple[float, float, float]] = {}
         # NOTE: the dot products of features.ttft_features / tpot_features, unrolled (the hot path: 64
         # candidates x 2 predictions per request); test_predicted_latency checks they agree.
@@ -132,6 +146,9 @@ class PredictedLatencyScorer:
             c = cached.get(e.id, 0.0)
             u = (prompt - c if prompt > c else 0.0) * 1e-3
             q = ld.in_flight_prefill_tokens * 1e-3
+            sp = sent.get(e.id)
+            if sp is not None and sp[0] > 0:  # queued prompts are partly cached: count the uncached share
+                q *= sp[1] / sp[0]
             d = ld.in_flight_decode_seqs * 0.0625
             w, kv = m.num_waiting, m.kv_cache_usage
             na = 1.0 if lora is not None and lora not in m.running_lora_adapters else 0.0
@@ -159,28 +176,22 @@ class PredictedLatencyScorer:
         return scores
 
     def meet_probabilities(self, req: SchedRequest, pr: Predictions) -> tuple[dict[str, float], float]:
-        """Scores (probability x headroom tie-break) per endpoint and the best raw probability."""
+        """Scores (probability x fastest tie-break) per endpoint and the best raw probability."""
         errs = self.predictor.model(req.model)
         floor = self.params.minRelErr
         st, sp = max(errs.ttft_err.rel_err, floor), max(errs.tpot_err.rel_err, floor)
         budget = req.slo_ttft_s - pr.waited_s if req.slo_ttft_s is not None else None
         slo_tpot = req.slo_tpot_s
         probs: dict[str, float] = {}
-        heads: dict[str, float] = {}
         for eid, (t, p, _) in pr.by_endpoint.items():
-            prob, head = 1.0, math.inf
+            prob = 1.0
             if budget is not None:
-                h = budget / t - 1.0
-                prob *= _sigmoid(h / st)
-                head = h
+                prob *= _sigmoid((budget / t - 1.0) / st)
             if slo_tpot is not None:
-                h = slo_tpot / p - 1.0
-                prob *= _sigmoid(h / sp)
-                head = min(head, h)
-            probs[eid], heads[eid] = prob, head
-        lo, hi = min(heads.values()), max(heads.values())
-        span = hi - lo
-        scores = {k: probs[k] * (0.9 + 0.1 * ((heads[k] - lo) / span if span > 0 else 1.0)) for k in probs}
+                prob *= _sigmoid((slo_tpot / p - 1.0) / sp)
+            probs[eid] = prob
+        fast = self._fastest(pr.by_endpoint)
+        scores = {k: probs[k] * (0.9 + 0.1 * fast[k]) for k in probs}
         return scores, max(probs.values())
 
     def _fastest(self, preds: dict[str, tuple[float, float, float]]) -> dict[str, float]:
@@ -210,14 +221,33 @@ class PredictedLatencyScorer:
         ld, m = target.load, target.metrics
         lora = req.lora
         na = 1.0 if lora is not None and lora not in m.running_lora_adapters else 0.0
-        tx = ttft_features(max(0.0, prompt - c), ld.in_flight_prefill_tokens, ld.in_flight_decode_seqs,
+        sp = self.sent.setdefault(target.id, [0.0, 0.0])
+        queued = ld.in_flight_prefill_tokens * (sp[1] / sp[0] if sp[0] > 0 else 1.0)
+        tx = ttft_features(max(0.0, prompt - c), queued, ld.in_flight_decode_seqs,
                            m.num_waiting, m.kv_cache_usage, c / prompt, na)
-        px = tpot_features(ld.in_flight_decode_seqs, ld.in_flight_kv_tokens, ld.in_flight_prefill_tokens,
-                           m.kv_cache_usage, m.num_waiting)
+        px = tpot_features(ld.in_flight_decode_seqs, ld.in_flight_kv_tokens, queued, m.kv_cache_usage, m.num_waiting)
         req.state[STATE_LATENCY_DECISION] = LatencyDecision(self.predictor, req.model, target.id, tx, px,
                                                             self.clock_now())
+        uncached = max(0.0, prompt - c)
+        sp[0] += prompt
+        sp[1] += uncached
+        req.state[_STATE_SENT] = (target.id, prompt, uncached)
+        if self.kv_index is not None and req.token_ids is not None:
+            self.pending.add(req, target.id, self.kv_index.block_size_for(req.model) or self.params.blockSizeTokens)
+
+    def response_complete(self, req: SchedRequest, result: SchedulingResult, endpoint_id: str,
+                          num_cached_tokens: int | None) -> None:
+        got = req.state.pop(_STATE_SENT, None)
+        if got is not None:
+            sp = self.sent.get(got[0])
+            if sp is not None:
+                sp[0] = max(0.0, sp[0] - got[1])
+                sp[1] = max(0.0, sp[1] - got[2])
+        self.pending.remove(req)
 
     def endpoint_removed(self, endpoint_id: str) -> None:
+        self.sent.pop(endpoint_id, None)
+        self.pending.remove_endpoint(endpoint_id)
         if self.owns_approx:
             self.approx.endpoint_removed(endpoint_id)
 

@@ -66,6 +66,11 @@ def ape_from_metrics(text: str) -> dict[str, Any]:
     return out
 
 
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()  # type: ignore[no-any-return]
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sim_args = ["--profile", args.profile, "--timing", "physics", "--time-scale", str(args.time_scale)]
     with tempfile.TemporaryDirectory(prefix="lanterna-slo-rt-") as tmp:
@@ -85,8 +90,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 res = await HttpRunner(cfg, progress=False, renderer=TokenRenderer()).run()  # type: ignore[arg-type]
                 wall = time.perf_counter() - t0
-                with urllib.request.urlopen(proc.url + "/metrics", timeout=5) as r:
-                    text = r.read().decode()
+                text = await asyncio.to_thread(fetch, proc.url + "/metrics")
             finally:
                 rq.peers.stop(proc)
     s = res.stages[0].summary

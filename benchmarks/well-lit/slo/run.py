@@ -32,12 +32,12 @@ PROFILE = "qwen3-32b-tp2-h100"
 SCENARIOS: dict[str, dict[str, Any]] = {
     "4to1": {"workload": {"type": "shared-prefix", "num_groups": 60, "prompts_per_group": 10, "system_len": 3000,
                           "question_len": 1000, "output_len": 1000},
-             "rates": [8, 16, 24], "slo": (1000, 60)},
+             "rates": [16, 32, 48], "slo": (1000, 60)},
     "400to1": {"workload": {"type": "shared-prefix", "num_groups": 60, "prompts_per_group": 10, "system_len": 6000,
                             "question_len": 2000, "output_len": 20},
-               "rates": [10, 20, 30], "slo": (1000, 100)},
+               "rates": [10, 20, 30, 40], "slo": (1000, 100)},
 }
-MIXED = {"workload": SCENARIOS["4to1"]["workload"], "rate": 24,
+MIXED = {"workload": SCENARIOS["400to1"]["workload"], "rate": 36,
          "classes": [{"name": "interactive", "priority": 0, "weight": 2, "slo_ttft_ms": 500, "slo_tpot_ms": 50},
                      {"name": "standard", "priority": 0, "weight": 2, "slo_ttft_ms": 3000, "slo_tpot_ms": 100},
                      {"name": "batch", "priority": -1, "weight": 1, "slo_ttft_ms": 2000, "slo_tpot_ms": 100}]}

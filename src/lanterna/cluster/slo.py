@@ -104,7 +104,7 @@ def slo_attainment(records: Sequence[RequestRecord], slos: dict[str | None, tupl
             for k, (n, m, rej) in by.items()}
 
 
-def with_cluster_timing(cfg: EppConfig, profile: str, budget: int) -> EppConfig:
+def with_cluster_timing(cfg: EppConfig, profile: str, budget: int, max_seqs: int = 256) -> EppConfig:
     """Bootstrap every ``predicted-latency-scorer`` that names no profile from the cluster's own engines'
     timing model (profile and token budget), as an operator would point it at the pool's hardware."""
     plugins = []
@@ -115,6 +115,7 @@ def with_cluster_timing(cfg: EppConfig, profile: str, budget: int) -> EppConfig:
             if "bootstrapProfile" not in params:
                 params["bootstrapProfile"] = profile
                 params.setdefault("maxNumBatchedTokens", budget)
+                params.setdefault("maxNumSeqs", max_seqs)
                 spec = spec.model_copy(update={"parameters": params})
                 changed = True
         plugins.append(spec)

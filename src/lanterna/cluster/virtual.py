@@ -128,7 +128,8 @@ class VirtualCluster:
         for ep in self.endpoints:
             self.applier.add_endpoint(ep.id, self.c.model, storage=mount)
         self.index.set_block_size(self.c.model, self.c.block_size)
-        policy = with_cluster_timing(resolve_policy(self.c.policy), self.c.profile, self.c.max_num_batched_tokens)
+        policy = with_cluster_timing(resolve_policy(self.c.policy), self.c.profile, self.c.max_num_batched_tokens,
+                                     self.c.max_num_seqs)
         self.sched = Scheduler.from_config(policy, rng=random.Random(cfg.seed),
                                            clock=self.clock, services=SchedulerServices(kv_index=self.index))
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from lanterna.scheduler.predict.features import TPOT_FEATURES, TTFT_FEATURES
+from lanterna.scheduler.predict.features import TPOT_FEATURES, TPOT_NONNEG, TTFT_FEATURES, TTFT_NONNEG
 from lanterna.scheduler.predict.rls import OnlineRidge
 
 MIN_TTFT_S = 1e-3  # a prediction is never below one engine step
@@ -99,8 +99,10 @@ class LatencyPredictor:
             p = self.prior
             ridge = p.ridge if p is not None else 1e-3
             m = self._models[name] = ModelLatency(
-                OnlineRidge(len(TTFT_FEATURES), theta0=p.ttft if p else None, ridge=ridge, forget=self.forget),
-                OnlineRidge(len(TPOT_FEATURES), theta0=p.tpot if p else None, ridge=ridge, forget=self.forget))
+                OnlineRidge(len(TTFT_FEATURES), theta0=p.ttft if p else None, ridge=ridge, forget=self.forget,
+                            nonneg=TTFT_NONNEG),
+                OnlineRidge(len(TPOT_FEATURES), theta0=p.tpot if p else None, ridge=ridge, forget=self.forget,
+                            nonneg=TPOT_NONNEG))
             if len(self._models) > self.max_models:
                 self._models.popitem(last=False)
         else:

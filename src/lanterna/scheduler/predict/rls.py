@@ -25,10 +25,10 @@ class OnlineRidge:
 
     ``P`` starts at ``I / ridge``: a larger ``ridge`` trusts the starting weights ``theta0`` longer."""
 
-    __slots__ = ("dim", "forget", "max_trace", "theta", "P", "coef", "num_updates")
+    __slots__ = ("dim", "forget", "max_trace", "theta", "P", "coef", "num_updates", "nonneg")
 
     def __init__(self, dim: int, *, theta0: Sequence[float] | None = None, ridge: float = 1e-3,
-                 forget: float = 0.998, max_trace: float = 1e6) -> None:
+                 forget: float = 0.998, max_trace: float = 1e6, nonneg: Sequence[int] = ()) -> None:
         if not 0.0 < forget <= 1.0:
             raise ValueError("forget must be in (0, 1]")
         self.dim = dim
@@ -36,8 +36,18 @@ class OnlineRidge:
         self.max_trace = max_trace
         self.theta: Vector = np.zeros(dim) if theta0 is None else np.asarray(theta0, dtype=np.float64).copy()
         self.P: Vector = np.eye(dim) / ridge
-        self.coef: tuple[float, ...] = tuple(self.theta.tolist())  # a plain tuple: the hot path reads this
+        self.nonneg = tuple(nonneg)
+        self.coef: tuple[float, ...] = self._coef()  # a plain tuple: the hot path reads this
         self.num_updates = 0
+
+    def _coef(self) -> tuple[float, ...]:
+        """The weights predictions use: ``theta`` with the ``nonneg`` entries clamped at 0 (the fit itself stays
+        unconstrained, so a weight that wandered below 0 comes back as soon as the data says so)."""
+        c = self.theta.tolist()
+        for i in self.nonneg:
+            if c[i] < 0.0:
+                c[i] = 0.0
+        return tuple(c)
 
     def update(self, x: Sequence[float], y: float, weight: float = 1.0) -> None:
         """One sample; ``weight`` > 0 scales its squared error."""
@@ -55,7 +65,7 @@ class OnlineRidge:
         tr = float(np.trace(self.P))
         if tr > self.max_trace:
             self.P *= self.max_trace / tr
-        self.coef = tuple(self.theta.tolist())
+        self.coef = self._coef()
         self.num_updates += 1
 
     def inflate(self, factor: float) -> None:

@@ -12,12 +12,12 @@ from lanterna.scheduler.predict.bootstrap import simulated_tpot, simulated_ttft
 from lanterna.scheduler.predict.features import TPOT_FEATURES, TTFT_FEATURES, tpot_features, ttft_features
 from lanterna.scheduler.predict.rls import OnlineRidge
 
-TTFT_LAW = (0.02, 0.06, 0.05, 0.01, 0.004, 0.003, 0.01, -0.005, 0.2)  # bias, per-ktok, ..., adapter load
+TTFT_LAW = (0.02, 0.06, 0.05, 0.01, 0.004, 0.003, 0.01, -0.005, 0.2, 0.8)  # bias, per-ktok, ..., seat wait
 TPOT_LAW = (0.012, 0.004, 0.002, 0.006, 0.003, 0.0005)
 
 
 def _state(rng: random.Random) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    u, q, d = rng.randrange(16, 16000), rng.randrange(0, 40000), rng.randrange(0, 128)
+    u, q, d = rng.randrange(16, 16000), rng.randrange(0, 40000), rng.randrange(0, 320)
     w, kv, pr, na = rng.randrange(0, 8), rng.random(), rng.random(), float(rng.random() < 0.2)
     return ttft_features(u, q, d, w, kv, pr, na), tpot_features(d, rng.randrange(0, 400000), q, kv, w)
 
@@ -103,9 +103,24 @@ def test_prior_from_a_linear_step_is_recovered_exactly_enough() -> None:
 
 
 def test_observation_error_is_of_the_prediction_before_learning() -> None:
-    pred = LatencyPredictor(LatencyPrior(ttft=(0.1,) + (0.0,) * 8, tpot=(0.01,) + (0.0,) * 5))
+    pred = LatencyPredictor(LatencyPrior(ttft=(0.1,) + (0.0,) * 9, tpot=(0.01,) + (0.0,) * 5))
     tx, px = ttft_features(0, 0, 0, 0, 0, 0, 0), tpot_features(0, 0, 0, 0, 0)
     seen = pred.observe("m", tx, px, 0.2, 0.01)
     assert seen.ttft_pred_s == pytest.approx(0.1) and seen.ttft_ape == pytest.approx(0.5)
     assert seen.tpot_ape == pytest.approx(0.0)
     assert pred.errors()["m"][0].mape == pytest.approx(0.5)
+
+
+def test_load_weights_never_lower_a_prediction() -> None:
+    r = OnlineRidge(2, nonneg=(1,), forget=1.0)
+    for i in range(200):
+        x = i / 100
+        r.update((1.0, x), 2.0 - 0.5 * x)  # data with a negative load slope (collinearity does this)
+    assert float(r.theta[1]) == pytest.approx(-0.5, abs=1e-3)  # the fit stays honest
+    assert r.coef == (pytest.approx(2.0, abs=1e-3), 0.0)  # predictions never fall with load
+    pred = LatencyPredictor()
+    m = pred.model("m")
+    m.ttft.theta[:] = -0.1
+    m.ttft.coef = m.ttft._coef()
+    busy = ttft_features(0, 50000, 300, 9, 1.0, 0, 1)
+    assert pred.ttft(pred.coefs("m")[0], busy) == pred.ttft(pred.coefs("m")[0], ttft_features(0, 0, 0, 0, 0, 0, 0))

@@ -24,6 +24,7 @@ Data producer (predictions once per request, ``STATE_PREDICTIONS``); pre-request
 of the pick, ``STATE_LATENCY_DECISION``, which ``record_latency`` turns into a training sample at completion).
 Params: ``bootstrapProfile`` (simulator profile whose timing model gives the prior, "" = none;
 ``llama-3.1-8b-h100``), ``maxNumBatchedTokens`` (8192, the servers' token budget, for the prior),
+``maxNumSeqs`` (256, the servers' seat limit), ``meanOutputTokens`` (512, for the prior's seat wait),
 ``forget`` (0.998), ``ttftWeight`` (0.8), ``tpotWeight`` (0.2), ``minRelErr`` (0.05), ``shedBelow`` (0.5),
 ``blockSizeTokens`` (16)."""
 
@@ -67,6 +68,8 @@ class SloShed(RateLimited):
 class Params(PluginParams):
     bootstrapProfile: str = "llama-3.1-8b-h100"
     maxNumBatchedTokens: int = Field(8192, ge=16)
+    maxNumSeqs: int = Field(256, ge=1)
+    meanOutputTokens: int = Field(512, ge=1)
     forget: float = Field(0.998, gt=0, le=1)
     ttftWeight: float = Field(0.8, ge=0)
     tpotWeight: float = Field(0.2, ge=0)
@@ -134,7 +137,8 @@ class PredictedLatencyScorer:
         cached = self._cached(req, candidates)
         prompt = float(req.num_prompt_tokens_estimate)
         ct, cp = self.predictor.coefs(req.model)
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = ct
+        a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = ct
+        seats = float(self.params.maxNumSeqs)
         b0, b1, b2, b3, b4, b5 = cp
         lora = req.lora
         sent = self.sent
@@ -150,9 +154,12 @@ class PredictedLatencyScorer:
             if sp is not None and sp[0] > 0:  # queued prompts are partly cached: count the uncached share
                 q *= sp[1] / sp[0]
             d = ld.in_flight_decode_seqs * 0.0625
+            over = ld.in_flight_decode_seqs + 1 - seats
             w, kv = m.num_waiting, m.kv_cache_usage
             na = 1.0 if lora is not None and lora not in m.running_lora_adapters else 0.0
             t = a0 + a1 * u + a2 * q + a3 * d + a4 * (u + q) * d + a5 * w + a6 * kv + a7 * (c / prompt) + a8 * na
+            if over > 0:
+                t += a9 * over * 0.0625
             p = b0 + b1 * (d + 0.0625) + b2 * ld.in_flight_kv_tokens * 1e-5 + b3 * q + b4 * kv + b5 * w
             out[e.id] = (t if t > 1e-3 else 1e-3, p if p > 1e-4 else 1e-4, c)
         waited = 0.0
@@ -224,7 +231,7 @@ class PredictedLatencyScorer:
         sp = self.sent.setdefault(target.id, [0.0, 0.0])
         queued = ld.in_flight_prefill_tokens * (sp[1] / sp[0] if sp[0] > 0 else 1.0)
         tx = ttft_features(max(0.0, prompt - c), queued, ld.in_flight_decode_seqs,
-                           m.num_waiting, m.kv_cache_usage, c / prompt, na)
+                           m.num_waiting, m.kv_cache_usage, c / prompt, na, self.params.maxNumSeqs)
         px = tpot_features(ld.in_flight_decode_seqs, ld.in_flight_kv_tokens, queued, m.kv_cache_usage, m.num_waiting)
         req.state[STATE_LATENCY_DECISION] = LatencyDecision(self.predictor, req.model, target.id, tx, px,
                                                             self.clock_now())
@@ -255,7 +262,8 @@ class PredictedLatencyScorer:
 @register(TYPE, "latency-scorer", params=Params)
 def make(name: str, params: Mapping[str, Any], services: SchedulerServices) -> PredictedLatencyScorer:
     p = parse_params(Params, TYPE, name, params)
-    prior = prior_from_profile(p.bootstrapProfile, budget=p.maxNumBatchedTokens) if p.bootstrapProfile else None
+    prior = (prior_from_profile(p.bootstrapProfile, budget=p.maxNumBatchedTokens, max_seqs=p.maxNumSeqs,
+                                mean_output=p.meanOutputTokens) if p.bootstrapProfile else None)
     clock = services.clock
     now = clock.now if clock is not None else (lambda: 0.0)
     approx = PrefixCacheScorer(name=f"{name}/approx", index=ApproxPrefixIndex(block_chars=p.blockSizeTokens * 4))

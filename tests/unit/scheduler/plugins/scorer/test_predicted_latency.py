@@ -18,7 +18,7 @@ from lanterna.scheduler.predict.features import tpot_features, ttft_features
 from tests.unit.scheduler.helpers import ep, plugin, scheduler
 
 # TTFT = 50 ms + 100 ms per 1k uncached tokens + 100 ms per 1k queued tokens; TPOT = 10 ms + 20 ms per 16 seqs
-PRIOR = LatencyPrior(ttft=(0.05, 0.1, 0.1, 0, 0, 0, 0, 0, 0), tpot=(0.01 - 0.02 / 16, 0.02, 0, 0, 0, 0), ridge=1e6)
+PRIOR = LatencyPrior(ttft=(0.05, 0.1, 0.1, 0, 0, 0, 0, 0, 0, 0), tpot=(0.01 - 0.02 / 16, 0.02, 0, 0, 0, 0), ridge=1e6)
 
 
 class FixedIndex:
@@ -105,13 +105,13 @@ def test_sheddable_request_predicted_to_miss_everywhere_is_shed() -> None:
 def test_unrolled_predictions_match_the_feature_law() -> None:
     rng = random.Random(5)
     s = make()
-    s.predictor = LatencyPredictor(LatencyPrior(ttft=tuple(rng.random() for _ in range(9)),
+    s.predictor = LatencyPredictor(LatencyPrior(ttft=tuple(rng.random() for _ in range(10)),
                                                 tpot=tuple(rng.random() for _ in range(6))))
     cands = []
     for i in range(8):
         e = ep(f"e{i}", prefill_tokens=rng.randrange(9000), kv_tokens=rng.randrange(90000),
                num_waiting=rng.randrange(5), kv_cache_usage=rng.random(), running_lora_adapters=frozenset({"x"}))
-        e.load.in_flight_decode_seqs = rng.randrange(50)
+        e.load.in_flight_decode_seqs = rng.randrange(400)
         cands.append(e)
     r = request()
     r.lora = "ad"

@@ -73,6 +73,7 @@ def _run(cfg: Any, slos: dict[str | None, tuple[float | None, float | None]]) ->
             "failures": s.failures, "hit_rate": s.prefix_cache_hit_rate,
             "slo": slo_attainment(recs, slos), "prediction": res.extra.get("prediction"),
             "first_index": min((int(r.request_id[1:]) for r in recs), default=0), "num_records": len(recs),
+            "duration_s": s.duration_s,
             "cpu_s": round(time.process_time() - t0, 1)}
 
 
@@ -158,13 +159,67 @@ def plots(data: dict[str, Any]) -> None:
         plt.close(fig)
 
 
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def tables(data: dict[str, Any]) -> str:
+    """The RESULTS.md tables from ``results/slo.json``."""
+    out = []
+    for name in ("4to1", "400to1"):
+        if name not in data:
+            continue
+        d = data[name]
+        w = d["workload"]
+        out.append(f"### {name}: ISL {w['system_len'] + w['question_len']} (shared system {w['system_len']}) : "
+                   f"OSL {w['output_len']}, SLO TTFT {d['slo_ms'][0]} ms / TPOT {d['slo_ms'][1]} ms\n")
+        out.append("| QPS | policy | P90 TTFT s | bound P90 s | bound / P90 | P50 TTFT s | P90 TPOT ms | SLO met "
+                   "| prefix hit | TTFT MAPE | TPOT MAPE | P90 vs prefix-load |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for rate in sorted(d["rates"], key=float):
+            row = d["rates"][rate]
+            bound = row["bound_ttft_p90_s"]
+            base = row["prefix-load"]["ttft_p90_s"]
+            for pol in POLICIES:
+                r = row[pol]
+                pr = r.get("prediction") or {}
+                out.append(f"| {rate} | {pol} | {r['ttft_p90_s']:.3f} | {bound:.3f} | {bound / r['ttft_p90_s']:.0%} "
+                           f"| {r['ttft_p50_s']:.3f} | {r['tpot_p90_s'] * 1e3:.1f} | {r['slo']['slo']['attainment']:.1%} "
+                           f"| {_f(r['hit_rate'], '.3f')} | {_f(pr.get('ttft_mape'), '.1%')} "
+                           f"| {_f(pr.get('tpot_mape'), '.1%')} | {base / r['ttft_p90_s']:.2f}x |")
+        out.append("")
+    if "mixed" in data:
+        m = data["mixed"]
+        cls = ", ".join(f"{c['name']} (priority {c['priority']}, weight {c['weight']}, TTFT {c['slo_ttft_ms']} ms, "
+                        f"TPOT {c['slo_tpot_ms']} ms)" for c in m["classes"])
+        out.append(f"### mixed SLO traffic at {m['rate']} QPS: {cls}\n")
+        names = [c["name"] for c in m["classes"]]
+        out.append("| policy / ordering | " + " | ".join(f"{n} met" for n in names)
+                   + " | batch shed | all met | goodput req/s | TTFT MAPE |")
+        out.append("|---|" + "---:|" * (len(names) + 4))
+        for label, r in m["runs"].items():
+            sl = r["slo"]
+            n = sum(v["requests"] for v in sl.values())
+            met = sum(v["met"] for v in sl.values())
+            shed = sum(c for k, c in r["failures"].items() if k.startswith("rejected"))
+            pr = r.get("prediction") or {}
+            out.append(f"| {label} | " + " | ".join(_f(sl.get(k, {}).get("attainment"), ".1%") for k in names)
+                       + f" | {shed} | {met / n:.1%} | {met / r['duration_s']:.2f} | {_f(pr.get('ttft_mape'), '.1%')} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["4to1", "400to1", "mixed"])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tables", action="store_true", help="print the RESULTS.md tables from results/slo.json")
     args = ap.parse_args()
     path = HERE / "results" / "slo.json"
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if args.tables:
+        print(tables(data))
+        return
     for name in ("4to1", "400to1"):
         if args.only in (None, name):
             data[name] = scenario_ratio(name, args.quick)

@@ -7,7 +7,8 @@ queue and KV use, prefix share, adapter loaded), then scores:
 - with an SLO (``x-slo-ttft-ms`` / ``x-slo-tpot-ms``): the probability of meeting it, taking the predictor's
   own relative error ``s`` (EWMA of observed APE, floor ``minRelErr``) as its uncertainty:
   ``p(e) = prod over given SLOs of sigmoid((budget / predicted(e) - 1) / s)``; the TTFT budget is the SLO less
-  the time the request already waited. ``score = p x (0.9 + 0.1 x f)`` where ``f`` is the no-SLO score below:
+  the time the request already waited (a spent budget drops the TTFT factor and counts as a sure miss for
+  shedding). ``score = p x (0.9 + 0.1 x f)`` where ``f`` is the no-SLO score below:
   the probability (headroom over uncertainty), not the minimum latency, decides; among endpoints that all
   (almost) surely meet the SLO, the fastest wins (its prefix hit, its short queue), so headroom is not spent
   on moving a request away from its cache;
@@ -189,17 +190,21 @@ class PredictedLatencyScorer:
         st, sp = max(errs.ttft_err.rel_err, floor), max(errs.tpot_err.rel_err, floor)
         budget = req.slo_ttft_s - pr.waited_s if req.slo_ttft_s is not None else None
         slo_tpot = req.slo_tpot_s
+        # NOTE: a request whose TTFT budget is already spent (it waited longer than its SLO) has no TTFT
+        # probability to rank by: (budget / t - 1) with budget < 0 would *favour* the slowest replica (seen: a
+        # burst released from the flow-control queue all went to the busiest replica, P90 TTFT 97 s).
+        lost = budget is not None and budget <= 0.0
         probs: dict[str, float] = {}
         for eid, (t, p, _) in pr.by_endpoint.items():
             prob = 1.0
-            if budget is not None:
+            if budget is not None and not lost:
                 prob *= _sigmoid((budget / t - 1.0) / st)
             if slo_tpot is not None:
                 prob *= _sigmoid((slo_tpot / p - 1.0) / sp)
             probs[eid] = prob
         fast = self._fastest(pr.by_endpoint)
         scores = {k: probs[k] * (0.9 + 0.1 * fast[k]) for k in probs}
-        return scores, max(probs.values())
+        return scores, 0.0 if lost else max(probs.values())
 
     def _fastest(self, preds: dict[str, tuple[float, float, float]]) -> dict[str, float]:
         wt, wp = self.params.ttftWeight, self.params.tpotWeight

@@ -91,6 +91,17 @@ def test_probability_reflects_headroom_and_uncertainty() -> None:
     assert max(scores2.values()) < 0.5 and best(scores2) == "A"
 
 
+def test_spent_budget_ranks_by_speed_not_by_deficit() -> None:
+    clock = VirtualClock()
+    clock.set(30.0)
+    cands = [node("A", 0), node("B", 20000)]  # predicted 0.15 s and 2.15 s
+    r = request(1000, received_at=5.0)  # waited 25 s: its 1 s TTFT budget is long gone
+    scores = make(clock).score(r, cands)
+    assert best(scores) == "A"  # a budget of -24 s must not make the slowest replica look closest to it
+    with pytest.raises(SloShed):
+        make(clock).score(request(1000, priority=-1, received_at=5.0), cands)
+
+
 def test_sheddable_request_predicted_to_miss_everywhere_is_shed() -> None:
     cands = [node("A", 3000), node("B", 6000)]  # predicted 0.45 s and 0.75 s
     with pytest.raises(SloShed) as err:

@@ -1,7 +1,7 @@
 """Client and admin authentication for the aiohttp app: who is calling, may they, and at what rate.
 
     auth = EdgeAuth.from_config(cfg.auth)            # once; app[AUTH] = auth
-    middlewares=[error_middleware, auth_middleware]  # principal on request[PRINCIPAL] for /v1/* routes
+    middlewares=[edge_middleware(shutdown, auth)]    # gateway.front; principal on request[PRINCIPAL] (/v1/*)
     prepare(): principal_of(request) -> effective_priority / effective_fairness / auth.check_model
     admission: auth.charge_tokens(principal, prompt_estimate + max_tokens)
     admin routes: require_admin(handler) ; metrics: require_admin(handler, unconfigured="open")
@@ -27,7 +27,14 @@ from lanterna.auth.ratelimit import RateLimiter, Verdict
 from lanterna.auth.source import admin_ring, load_keyring, sources_signature
 from lanterna.clock import Clock, MonotonicClock
 from lanterna.config.model import AuthConfig
-from lanterna.errors import ConfigError, EndpointNotFound, Forbidden, KeyRateLimited, Unauthorized
+from lanterna.errors import (
+    ConfigError,
+    EndpointNotFound,
+    Forbidden,
+    KeyRateLimited,
+    LanternaError,
+    Unauthorized,
+)
 from lanterna.gateway.header_policy import load_upstream_api_key
 
 log = logging.getLogger(__name__)
@@ -138,6 +145,10 @@ class EdgeAuth:
 
 
 AUTH: web.AppKey[EdgeAuth] = web.AppKey("lanterna_auth", EdgeAuth)
+OnReject = Callable[[web.Request, LanternaError, Principal | None], None]
+# Called with each request the middleware refuses (401/429), so it gets its access-log line like any other
+# refused request; set by the app that owns the log (this module does not know the routing state).
+ON_REJECT: web.AppKey[OnReject] = web.AppKey("lanterna_auth_on_reject")
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -145,15 +156,27 @@ def principal_of(request: web.Request) -> Principal:
     return request.get(PRINCIPAL) or anonymous(0)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate ``/v1/*`` requests and charge their request rate before the body is read. Place it
-    inside ``error_middleware`` so its 401/429 get the OpenAI body."""
-    if request.path.startswith(CLIENT_PATH_PREFIX):
-        auth = request.app[AUTH]
+def authorize(auth: EdgeAuth, request: web.Request) -> None:
+    """Authenticate a ``/v1/*`` request and charge its request rate, before its body is read; the principal
+    lands on ``request[PRINCIPAL]``. Raises ``Unauthorized`` (401) or ``KeyRateLimited`` (429)."""
+    p: Principal | None = None
+    try:
         p = auth.authenticate(request.headers)
         auth.charge_request(p)
-        request[PRINCIPAL] = p
+    except LanternaError as err:
+        on_reject = request.app.get(ON_REJECT)
+        if on_reject is not None:
+            on_reject(request, err, p)  # its access-log line, like any refused request
+        raise
+    request[PRINCIPAL] = p
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``authorize`` as a middleware of its own. Place it inside ``error_middleware`` so its 401/429 get the
+    OpenAI body (the gateway runs ``gateway.front.edge_middleware``: errors, drain and auth in one frame)."""
+    if request.path.startswith(CLIENT_PATH_PREFIX):
+        authorize(request.app[AUTH], request)
     return await handler(request)
 
 

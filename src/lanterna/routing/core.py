@@ -66,9 +66,11 @@ from lanterna.routing.fields import (
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
 from lanterna.routing.latency import observe_latency
+from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest
+from lanterna.scheduler.plugins.profile.disagg import DisaggProfileHandler
 
 DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
 NO_ENDPOINT_RETRY_AFTER_S = 5  # Retry-After for a known model with no ready endpoint (health checks run every ~1 s)
@@ -80,6 +82,13 @@ class Verdict(Enum):
 
 
 RETRY, ANSWER = Verdict.RETRY, Verdict.ANSWER
+
+
+def no_ready_endpoint(target: str) -> NoCapacity:
+    """503 + ``Retry-After`` for a known model whose endpoints are all down, found before dispatch or while the
+    request's attempts ran (health checks declared them down): honest and retryable, unlike a 502."""
+    return NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
+                      headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S), DROPPED_REASON_HEADER: "no-ready-endpoint"})
 
 
 # -- prepare ------------------------------------------------------------------------------------------------------
@@ -168,9 +177,7 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
         if target not in known and not any(target in e.models for e in state.store.all()):
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
-        raise NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
-                         headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S),
-                                  DROPPED_REASON_HEADER: "no-ready-endpoint"})
+        raise no_ready_endpoint(target)
     if target != fields.model:
         body = rewrite_body(body, model=target)
     parent = state.store.base_model_of(target)
@@ -295,6 +302,9 @@ def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
         sched.pre_request(call.sreq, result)
         order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
         pf = call.prefill = result.prefill()
+        if isinstance(sched.handler, DisaggProfileHandler):
+            pd = pf is not None and bool(order) and pf.id != order[0].id
+            m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
         if call.trace.recording:
             span.set("lanterna.endpoint", order[0].id if order else "")
             span.set("lanterna.profile", result.primary_profile or "")

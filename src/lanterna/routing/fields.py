@@ -47,11 +47,11 @@ def parse_body(body: bytes, kind: str) -> RoutingFields:
     """Decode and check the few fields routing relies on; vLLM validates the rest."""
     try:
         fields = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise ValidationFailed(f"JSON decode error: {exc}", param="body") from None
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # first: it subclasses DecodeError
         path = str(exc).rpartition("at `$.")[2].rstrip("`") if "at `$." in str(exc) else ""
         raise ValidationFailed(f"1 validation error: {exc}", param=f"body.{path}" if path else "body") from None
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(f"JSON decode error: {exc}", param="body") from None
     if kind == "chat":
         if not fields.messages:
             raise ValidationFailed("1 validation error: messages: Field required", param="body.messages")

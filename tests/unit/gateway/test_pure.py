@@ -84,6 +84,19 @@ def test_bad_bodies_raise_validation_errors(raw: bytes) -> None:
         parse_body(raw, "completions")
 
 
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"model":"m","prompt":"x","max_tokens":"ten"}', "body.max_tokens"),
+    (b'{"model":3,"prompt":"x"}', "body.model"),
+    (b'{"model":"m","prompt":"x","stream":"yes"}', "body.stream"),
+    (b"{", "body"),
+])
+def test_bad_field_names_its_param(raw: bytes, param: str) -> None:
+    """A wrong type names the field (msgspec's ValidationError subclasses DecodeError: order matters)."""
+    with pytest.raises(ValidationFailed) as info:
+        parse_body(raw, "completions")
+    assert info.value.param == param
+
+
 def test_priority_from_objective() -> None:
     assert priority_for("critical", {"critical": 10}) == 10
     assert priority_for("-1", {}) == -1

@@ -15,6 +15,11 @@ queue and KV use, prefix share, adapter loaded), then scores:
 - without an SLO: ``1 - (ttftWeight x n(ttft) + tpotWeight x n(tpot))`` with ``n`` min-max normalisation over
   the candidates (lowest predicted latency wins, as llm-d does when no SLO is set).
 
+Affinity gate (llm-d's): when some candidates hold at least ``affinityGateTau`` of the prompt in cache (and
+are not ``affinityMaxTTFTPenaltyMs`` slower than the rest), only they score, unless none of them is likely to
+meet the SLO while another is. Without it the predictor, which prices only the request's own latency, gave up
+hits for slightly shorter queues (4:1 at 32 QPS: hit rate 0.94 -> 0.89, the pool's KV saturated, P90 TTFT 20 s).
+
 Early shedding: a sheddable request (priority < 0) with an SLO that no candidate meets with probability
 ``shedBelow`` or more is refused with 429 ``rejected-saturated`` (``SloShed``) before any replica works on it.
 
@@ -26,6 +31,7 @@ of the pick, ``STATE_LATENCY_DECISION``, which ``record_latency`` turns into a t
 Params: ``bootstrapProfile`` (simulator profile whose timing model gives the prior, "" = none;
 ``llama-3.1-8b-h100``), ``maxNumBatchedTokens`` (8192, the servers' token budget, for the prior),
 ``maxNumSeqs`` (256, the servers' seat limit), ``meanOutputTokens`` (512, for the prior's seat wait),
+``affinityGateTau`` (0.5; llm-d 0.8, but its share counts blocks of the shared prefix only), ``affinityMaxTTFTPenaltyMs`` (5000),
 ``forget`` (0.998), ``ttftWeight`` (0.8), ``tpotWeight`` (0.2), ``minRelErr`` (0.05), ``shedBelow`` (0.5),
 ``blockSizeTokens`` (16)."""
 
@@ -77,6 +83,8 @@ class Params(PluginParams):
     minRelErr: float = Field(0.05, gt=0)
     shedBelow: float = Field(0.5, ge=0, le=1)
     blockSizeTokens: int = Field(16, ge=1)
+    affinityGateTau: float = Field(0.5, ge=0, le=1)
+    affinityMaxTTFTPenaltyMs: float = Field(5000.0, ge=0)
 
 
 @dataclass(slots=True)
@@ -175,13 +183,37 @@ class PredictedLatencyScorer:
         preds = pr.by_endpoint
         if not preds:
             return {}
+        sticky = self._sticky(req, preds)
         if req.slo_ttft_s is None and req.slo_tpot_s is None:
-            return self._fastest(preds)
+            return self._gate(self._fastest(preds), sticky)
         scores, best = self.meet_probabilities(req, pr)
+        if sticky:
+            gated = self._gate(scores, sticky)
+            if max(gated.values()) >= 0.9 * self.params.shedBelow or best < self.params.shedBelow:
+                scores = gated  # stay on the cache unless leaving it is what meets the SLO
         if req.priority < 0 and best < self.params.shedBelow:
             raise SloShed(f"sheddable request {req.request_id} is predicted to miss its SLO on every endpoint",
                           headers={DROPPED_REASON_HEADER: "rejected-saturated", "Retry-After": "1"})
         return scores
+
+    def _sticky(self, req: SchedRequest, preds: dict[str, tuple[float, float, float]]) -> set[str]:
+        """Affinity gate (llm-d's): endpoints holding at least ``affinityGateTau`` of the prompt, unless their best
+        predicted TTFT is ``affinityMaxTTFTPenaltyMs`` worse than the best elsewhere. Why: the predictor prices a
+        request's own latency; a cache miss also costs the pool (recompute, duplicate KV), which it cannot see."""
+        tau = self.params.affinityGateTau
+        if tau <= 0:
+            return set()
+        need = tau * req.num_prompt_tokens_estimate
+        sticky = {k for k, v in preds.items() if v[2] >= need and v[2] > 0}
+        if not sticky or len(sticky) == len(preds):
+            return set()
+        best_in = min(preds[k][0] for k in sticky)
+        best_out = min(v[0] for k, v in preds.items() if k not in sticky)
+        return set() if best_in - best_out > self.params.affinityMaxTTFTPenaltyMs / 1e3 else sticky
+
+    @staticmethod
+    def _gate(scores: dict[str, float], sticky: set[str]) -> dict[str, float]:
+        return {k: v if k in sticky else 0.0 for k, v in scores.items()} if sticky else scores
 
     def meet_probabilities(self, req: SchedRequest, pr: Predictions) -> tuple[dict[str, float], float]:
         """Scores (probability x fastest tie-break) per endpoint and the best raw probability."""

@@ -158,3 +158,12 @@ def test_decision_feeds_the_predictor_at_completion() -> None:
     assert record_latency(r2, res2.targets[0].id, 5.2, 0.01) is None  # once per request
     pl = sched.plugin("predicted-latency-scorer")
     assert pl.predictor.errors()["m"][0].count == 1  # type: ignore[attr-defined]
+
+
+def test_affinity_gate_keeps_a_request_on_its_cache_unless_that_misses_the_slo() -> None:
+    # B holds 800 of 1000 prompt tokens but has 1500 queued: predicted 0.22 s vs A's 0.15 s (A: cold, idle)
+    cands = [node("A", 0), node("B", 1500)]
+    kv = FixedIndex({"B": 50})
+    assert best(make(kv=kv).score(request(1000), cands)) == "B"  # both surely meet: stay on the cache
+    assert best(make(kv=kv, affinityGateTau=0).score(request(1000), cands)) == "A"  # gate off: greedy
+    assert best(make(kv=kv).score(request(200), cands)) == "A"  # only leaving the cache meets a 200 ms SLO

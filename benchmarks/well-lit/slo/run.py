@@ -173,9 +173,9 @@ def tables(data: dict[str, Any]) -> str:
         w = d["workload"]
         out.append(f"### {name}: ISL {w['system_len'] + w['question_len']} (shared system {w['system_len']}) : "
                    f"OSL {w['output_len']}, SLO TTFT {d['slo_ms'][0]} ms / TPOT {d['slo_ms'][1]} ms\n")
-        out.append("| QPS | policy | P90 TTFT s | bound P90 s | bound / P90 | P50 TTFT s | P90 TPOT ms | SLO met "
-                   "| prefix hit | TTFT MAPE | TPOT MAPE | P90 vs prefix-load |")
-        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| QPS | policy | P90 TTFT s (completed) | bound P90 s | bound / P90 | P50 TTFT s | P90 TPOT ms "
+                   "| failed | SLO met (failed = missed) | prefix hit | TTFT MAPE | TPOT MAPE | P90 vs prefix-load |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rate in sorted(d["rates"], key=float):
             row = d["rates"][rate]
             bound = row["bound_ttft_p90_s"]
@@ -184,7 +184,8 @@ def tables(data: dict[str, Any]) -> str:
                 r = row[pol]
                 pr = r.get("prediction") or {}
                 out.append(f"| {rate} | {pol} | {r['ttft_p90_s']:.3f} | {bound:.3f} | {bound / r['ttft_p90_s']:.0%} "
-                           f"| {r['ttft_p50_s']:.3f} | {r['tpot_p90_s'] * 1e3:.1f} | {r['slo']['slo']['attainment']:.1%} "
+                           f"| {r['ttft_p50_s']:.3f} | {r['tpot_p90_s'] * 1e3:.1f} | {sum(r['failures'].values())} "
+                           f"| {r['slo']['slo']['attainment']:.1%} "
                            f"| {_f(r['hit_rate'], '.3f')} | {_f(pr.get('ttft_mape'), '.1%')} "
                            f"| {_f(pr.get('tpot_mape'), '.1%')} | {base / r['ttft_p90_s']:.2f}x |")
         out.append("")

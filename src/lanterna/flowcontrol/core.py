@@ -10,6 +10,10 @@ FCFS inside a fairness id (``ordering="slo-deadline"``: earliest SLO deadline fi
 Dispatch needs ``in_flight < max_concurrency`` and ``saturated()`` false.
 Shedding: a sheddable (priority < 0) arrival is dropped at once while saturated; with the queue full, an arrival
 evicts the newest entry of the lowest sheddable band below its own priority, else is dropped itself.
+
+Hold (scale from zero): while ``held`` is set (no replica to send to, one is starting) every arrival queues, none
+is dropped for saturation, and nothing dispatches; TTL and the queue cap still apply. Whoever clears it calls
+``dispatch()`` and starts what it grants.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class FlowCore:
         self.saturated = saturated or _never
         self.in_flight = 0
         self.num_queued = 0
+        self.held = False
         self._max_concurrency = config.max_concurrency
         self._edf = config.ordering == "slo-deadline"
         self._bands: dict[int, PriorityBand] = {}
@@ -64,7 +69,9 @@ class FlowCore:
         self._admitted += 1
         ttl = request.ttl_s if request.ttl_s is not None else self.config.queue_ttl_s
         entry = FlowEntry(request, self._seq, now, now + ttl)
-        if self.in_flight < self._max_concurrency:
+        if self.held:  # no replica yet: wait for one (the queue's TTL bounds the wait), never drop for saturation
+            saturated = False
+        elif self.in_flight < self._max_concurrency:
             saturated = self.saturated()
             if not saturated and not self.num_queued:  # the fast path: idle or under capacity, nobody waiting
                 entry.state = _GRANTED
@@ -96,7 +103,7 @@ class FlowCore:
         band.push(entry)
         self.num_queued += 1
         self._enqueued += 1
-        if not saturated and self.in_flight < self._max_concurrency:
+        if not saturated and not self.held and self.in_flight < self._max_concurrency:
             # Saturation cleared without a poke: serve in order (maybe us; the caller sees our own state).
             changed.extend(e for e in self.dispatch() if e is not entry)
         return entry, changed
@@ -136,7 +143,7 @@ class FlowCore:
     def dispatch(self) -> list[FlowEntry]:
         """Grant slots to queued entries in service order while capacity allows; returns them."""
         granted: list[FlowEntry] = []
-        if not self.num_queued or self.in_flight >= self._max_concurrency or self.saturated():
+        if not self.num_queued or self.held or self.in_flight >= self._max_concurrency or self.saturated():
             return granted
         now = self.clock.now()
         while True:

@@ -137,6 +137,7 @@ async def running(gw: Gateway, *, proxy: bool = True,
     for ep in gw.store.all():
         scraper.watch(ep)
         health.watch(ep, checked=True)
+    gw.refresh_hold()  # scale from zero: hold arrivals while no endpoint is ready
     await start_precise(gw)
     gw.reloader = start_reloader(gw)
     log.info("gateway_started", extra={"endpoints": [e.id for e in gw.store.all()]})

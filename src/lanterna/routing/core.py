@@ -172,9 +172,14 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
     if not p.may_use(target) and (requested is None or target != requested):
         raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
-    if not candidates:
+    if not candidates and state.flow is not None and target in state.cfg.flowcontrol.hold_models:
+        state.refresh_hold()  # scale from zero: wait in flow control for a replica (``admit``)
+        if state.on_hold is not None:
+            state.on_hold(target)
+    elif not candidates:
         known = state.store.known_models()
-        if target not in known and not any(target in e.models for e in state.store.all()):
+        if (target not in known and not any(target in e.models for e in state.store.all())
+                and target not in state.cfg.flowcontrol.hold_models):
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
         raise no_ready_endpoint(target)
@@ -237,6 +242,12 @@ class Admission:
                                              slo_deadline=call.started + slo if slo is not None else None))
                 await adm.__aenter__()
                 self._inner = adm
+                if not call.candidates:  # held at zero replicas (``prepare``): a replica is ready now
+                    call.candidates = state.store.candidates(call.target)
+                    if not call.candidates:
+                        self._inner = None
+                        await adm.__aexit__(None, None, None)
+                        raise no_ready_endpoint(call.target)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -326,7 +337,7 @@ def begin_attempt(state: RoutingState, call: InferenceCall, ep: Endpoint) -> Loa
     state.breakers.get(ep.id).begin(state.clock.now())
     sreq = call.sreq
     max_tokens = sreq.max_tokens if sreq.max_tokens is not None else DEFAULT_MAX_TOKENS
-    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens))
+    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens), sreq.lora)
 
 
 def attempt_timeout(state: RoutingState, call: InferenceCall, ep: Endpoint) -> float:

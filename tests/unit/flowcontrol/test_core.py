@@ -220,3 +220,21 @@ def test_fcfs_ordering_is_the_default() -> None:
     assert drain(core, first) == ["a", "b", "c"]
     with pytest.raises(ValueError, match="ordering"):
         FlowConfig(ordering="lifo")
+
+
+def test_hold_queues_every_arrival_without_dropping_and_dispatch_resumes_in_order() -> None:
+    from lanterna.clock import VirtualClock
+    from lanterna.flowcontrol import EntryState, FlowConfig, FlowCore, FlowRequest
+
+    clock = VirtualClock()
+    core = FlowCore(FlowConfig(max_concurrency=2, queue_ttl_s=60), clock, lambda: True)  # "saturated" too
+    core.held = True
+    entries = [core.admit(FlowRequest(f"r{i}"))[0] for i in range(3)]
+    assert [e.state for e in entries] == [EntryState.QUEUED] * 3  # not dropped as "saturated, nothing in flight"
+    assert core.dispatch() == [] and core.in_flight == 0
+    clock.advance(40.0)
+    core.held = False
+    core.saturated = lambda: False
+    granted = core.dispatch()
+    assert [e.request.request_id for e in granted] == ["r0", "r1"] and granted[0].wait_s == 40.0
+    assert entries[2].state is EntryState.QUEUED

@@ -143,11 +143,14 @@ class HttpTarget(_Model):
 class TrafficClass(_Model):
     """A share of the virtual cluster's requests with one flow-control priority (negative = sheddable).
 
-    Each request draws its class by ``weight`` from a seeded RNG; the class name is its fairness id."""
+    Each request draws its class by ``weight`` from a seeded RNG; the class name is its fairness id. ``slo_ttft_ms``
+    / ``slo_tpot_ms`` are the class's ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` headers (SLO-aware routing)."""
 
     name: str = Field(min_length=1)
     priority: int = 0
     weight: float = Field(1.0, gt=0)
+    slo_ttft_ms: float | None = Field(None, gt=0)
+    slo_tpot_ms: float | None = Field(None, gt=0)
 
 
 class VirtualFlowControl(_Model):
@@ -159,6 +162,7 @@ class VirtualFlowControl(_Model):
     max_queue_len: int = Field(10_000, ge=0)
     queue_ttl_s: float = Field(30.0, gt=0)
     max_queue_len_per_flow: int | None = Field(None, ge=1)
+    ordering: Literal["fcfs", "slo-deadline"] = "fcfs"  # inside a fairness id
     classes: list[TrafficClass] = Field(default_factory=list)  # empty: one class, priority 0
 
     @model_validator(mode="after")

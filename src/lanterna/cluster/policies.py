@@ -71,6 +71,10 @@ POLICIES: dict[str, Callable[[], EppConfig]] = {
     "lanterna": lanterna_recommended_config,
     "llm-d-lora": _llmd_lora,
     "lanterna-lora": _lanterna_lora,
+    # SLO-aware routing (docs/design/slo.md): the predictor alone, and llm-d's prefix+load weights beside it
+    "predicted-latency": lambda: _single([("predicted-latency-scorer", 1, None), ("max-score-picker", None, None)]),
+    "prefix-load": lambda: _single([("prefix-cache-scorer", 3, None), ("queue-scorer", 2, None),
+                                    ("kv-cache-utilization-scorer", 2, None), ("max-score-picker", None, None)]),
     "pd": lambda: parse_epp_config(pd_policy_doc(256)),  # the virtual P/D cluster uses cluster.pd.threshold
 }
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from lanterna.bench.config import BenchConfig, ClusterTarget
+from lanterna.bench.config import BenchConfig, ClusterTarget, TrafficClass
 from lanterna.bench.load import StagePlan, arrival_offsets
 from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
@@ -49,9 +49,10 @@ from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
 from lanterna.cluster.lora import AdapterMix, engine_lora_kwargs, lora_summary, scrape_lora
 from lanterna.cluster.policies import resolve_policy
+from lanterna.cluster.slo import PredictionTally, with_cluster_timing
 from lanterna.cluster.tiers import STORAGE_MOUNT, engine_tier_kwargs, make_shared_storage
 from lanterna.endpoints.types import Endpoint
-from lanterna.errors import NoCapacity
+from lanterna.errors import NoCapacity, RateLimited
 from lanterna.flowcontrol import (
     DEFAULT_FAIRNESS_ID,
     EntryState,
@@ -65,6 +66,7 @@ from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
+from lanterna.scheduler.predict import record_latency
 from lanterna.sim.tiers import KVTier
 from lanterna.sim.types import EngineRequest, StepOutput
 
@@ -141,7 +143,9 @@ class VirtualCluster:
             initial = self.autoscaler.initial_replicas
         for _ in range(initial):
             self._route(self._add_replica())
-        self.sched = Scheduler.from_config(resolve_policy(self.c.policy), rng=random.Random(cfg.seed),
+        policy = with_cluster_timing(resolve_policy(self.c.policy), self.c.profile, self.c.max_num_batched_tokens,
+                                     self.c.max_num_seqs)
+        self.sched = Scheduler.from_config(policy, rng=random.Random(cfg.seed),
                                            clock=self.clock, services=SchedulerServices(kv_index=self.index))
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
         self.load_rng = random.Random(cfg.seed + 1)
@@ -160,6 +164,8 @@ class VirtualCluster:
         self.flow: FlowCore | None = None
         self._saturated = False
         self._stale_expiries = 0  # TTL events in the heap whose entry already left the queue
+        self._req_class: dict[str, TrafficClass] = {}  # request id -> its class, until it is dispatched
+        self.prediction = PredictionTally()
         fc = self.c.flow_control
         if fc is None and self.autoscaler is not None:
             from lanterna.bench.config import VirtualFlowControl
@@ -173,7 +179,8 @@ class VirtualCluster:
         if fc is not None and fc.enabled:
             self.flow = FlowCore(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s,
-                                            max_queue_len_per_flow=fc.max_queue_len_per_flow),
+                                            max_queue_len_per_flow=fc.max_queue_len_per_flow,
+                                            ordering=fc.ordering),
                                  self.clock, self._is_saturated)
             self.flow.held = not self.endpoints
         self._tick_armed = self.autoscaler is None  # True: nothing to arm
@@ -297,13 +304,17 @@ class VirtualCluster:
         if flow is None:
             self._dispatch(rec, item, None, t)
             return
-        fid, prio = DEFAULT_FAIRNESS_ID, 0
+        fid, prio, deadline = DEFAULT_FAIRNESS_ID, 0, None
         if self._classes:
             k = self._classes[bisect.bisect_right(self._class_weights,
                                                   self._class_rng.random() * self._class_weights[-1])]
             fid, prio = k.name, k.priority
             rec.traffic_class = k.name
-        entry, changed = flow.admit(FlowRequest(rid, fairness_id=fid, priority=prio, model=self.c.model))
+            self._req_class[rid] = k
+            if k.slo_ttft_ms is not None:
+                deadline = t + k.slo_ttft_ms / 1e3
+        entry, changed = flow.admit(FlowRequest(rid, fairness_id=fid, priority=prio, model=self.c.model,
+                                                slo_deadline=deadline))
         entry.waiter = (rec, item)
         if changed:
             self._settle(changed, t)
@@ -335,6 +346,7 @@ class VirtualCluster:
     def _reject(self, rec: RequestRecord, entry: FlowEntry, t: float) -> None:
         """What the gateway answers 429 / 503: a failure by reason, never a silent loss."""
         reason = entry.drop_reason
+        self._req_class.pop(rec.request_id, None)
         rec.error = f"rejected_{reason.value if reason is not None else 'saturated'}"
         self._on_finished(t, rejected=True)
 
@@ -348,14 +360,23 @@ class VirtualCluster:
         rid = rec.request_id
         tokens = item.token_ids()
         lora = self.adapters.pick(item) if self.adapters is not None else None
+        k = self._req_class.pop(rid, None)
         req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
                            token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
-                           session_token=item.session, lora=lora)
+                           session_token=item.session, lora=lora, received_at=rec.scheduled_s)
+        if k is not None:
+            req.priority = k.priority
+            req.slo_ttft_s = k.slo_ttft_ms / 1e3 if k.slo_ttft_ms is not None else None
+            req.slo_tpot_s = k.slo_tpot_ms / 1e3 if k.slo_tpot_ms is not None else None
         try:
             result = self.sched.schedule(req, self.endpoints)
         except NoCapacity:
             rec.error = "no_capacity"
             self._on_finished(t)
+            return False
+        except RateLimited:  # predicted to miss its SLO everywhere and sheddable: the gateway's 429
+            rec.error = "rejected_slo_shed"
+            self._on_finished(t, rejected=True)
             return False
         ep = result.targets[0]
         i = self._index_of[ep.id]
@@ -413,6 +434,10 @@ class VirtualCluster:
                 rec.end_s = t
                 fl.ticket.release()
                 self.sched.response_complete(fl.req, fl.result, self.all_endpoints[i].id, rec.cached_tokens)
+                if rec.error is None:
+                    n, ft = rec.output_tokens, rec.first_token_s
+                    tpot = (t - ft) / (n - 1) if ft is not None and n >= 2 else None
+                    self.prediction.add(record_latency(fl.req, self.all_endpoints[i].id, ft, tpot))
                 del flights[rt.request_id]
                 if fl.entry is not None:
                     assert self.flow is not None
@@ -511,6 +536,8 @@ class VirtualCluster:
                  "speedup_vs_real_time_cpu": sim / cpu if cpu else None,
                  "num_events": self.num_events, "routed": dict(sorted(self.routed.items())),
                  "policy": self.c.policy, "scheduler_plugins": self.sched.plugin_names()}
+        if self.prediction.count:
+            extra["prediction"] = self.prediction.summary()
         if self.adapters is not None:
             extra["lora"] = lora_summary([e.id for e in self.all_endpoints], self.engines, self.lora_placements)
         if self.autoscaler is not None:

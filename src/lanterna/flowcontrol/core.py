@@ -6,7 +6,8 @@ Protocol (the caller owns waking): ``admit`` either grants a slot at once (state
 each DROPPED one. A GRANTED entry holds a slot until ``release(entry)``, whatever happens to its waiter.
 
 Order of service: strict priority between bands (higher first); round-robin across fairness ids inside a band;
-FCFS inside a fairness id. Dispatch needs ``in_flight < max_concurrency`` and ``saturated()`` false.
+FCFS inside a fairness id (``ordering="slo-deadline"``: earliest SLO deadline first, see ``band.py``).
+Dispatch needs ``in_flight < max_concurrency`` and ``saturated()`` false.
 Shedding: a sheddable (priority < 0) arrival is dropped at once while saturated; with the queue full, an arrival
 evicts the newest entry of the lowest sheddable band below its own priority, else is dropped itself.
 
@@ -49,6 +50,7 @@ class FlowCore:
         self.num_queued = 0
         self.held = False
         self._max_concurrency = config.max_concurrency
+        self._edf = config.ordering == "slo-deadline"
         self._bands: dict[int, PriorityBand] = {}
         self._neg_priorities: list[int] = []  # ascending, i.e. highest priority first
         self._seq = 0
@@ -205,7 +207,7 @@ class FlowCore:
             self._remove_band(band)
 
     def _add_band(self, priority: int) -> PriorityBand:
-        band = self._bands[priority] = PriorityBand(priority)
+        band = self._bands[priority] = PriorityBand(priority, self._edf)
         bisect.insort(self._neg_priorities, -priority)
         return band
 

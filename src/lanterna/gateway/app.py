@@ -88,7 +88,8 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s, max_queue_len_per_flow=fc.max_queue_len_per_flow,
-                                            retry_after_s=fc.retry_after_s), saturated=gw.pool_saturated)
+                                            retry_after_s=fc.retry_after_s, ordering=fc.ordering),
+                                 saturated=gw.pool_saturated)
         gw.metrics.registry.register(FlowCollector(gw.flow.stats, gw.pool_saturated, cfg.gateway.pool_name))
     for spec in cfg.endpoints.static:
         gw.store.add(endpoint_from_spec(spec))

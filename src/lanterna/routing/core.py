@@ -54,14 +54,18 @@ from lanterna.routing.fields import (
     HDR_OBJECTIVE,
     HDR_REQUEST_TIMEOUT,
     HDR_SESSION,
+    HDR_SLO_TPOT,
+    HDR_SLO_TTFT,
     first_header,
     parse_body,
     prompt_text,
     prompt_token_ids,
     rewrite_body,
+    slo_seconds,
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.latency import observe_latency
 from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
@@ -197,6 +201,9 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
                                    else fields.max_completion_tokens),
         token_ids=prompt_token_ids(fields, kind),
         cache_salt=fields.cache_salt,
+        slo_ttft_s=slo_seconds(headers, HDR_SLO_TTFT),
+        slo_tpot_s=slo_seconds(headers, HDR_SLO_TPOT),
+        received_at=started,
     )
     # model_name is the requested name only when it is one we know (bounded label cardinality).
     named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
@@ -230,7 +237,9 @@ class Admission:
             flow = state.flow
             if flow is not None:
                 sreq = call.sreq
-                adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target))
+                slo = sreq.slo_ttft_s
+                adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target,
+                                             slo_deadline=call.started + slo if slo is not None else None))
                 await adm.__aenter__()
                 self._inner = adm
                 if not call.candidates:  # held at zero replicas (``prepare``): a replica is ready now
@@ -410,6 +419,7 @@ def complete(state: RoutingState, call: InferenceCall, status: int | None = None
     ep = call.endpoint
     if ep is not None and call.result is not None and call.scheduler is not None:
         call.scheduler.response_complete(call.sreq, call.result, ep.id, call.cached_tokens)
+        observe_latency(state, call, ep)
     m = state.metrics
     if call.status >= 400:
         m.request_error_total.labels(*call.labels, str(call.status)).inc()

@@ -202,6 +202,26 @@ def test_sheddable_shed_when_saturated_even_at_own_limit() -> None:
     assert shed.drop_reason is DropReason.SHED and normal.state is EntryState.QUEUED
 
 
+def test_slo_deadline_ordering_inside_a_band_strict_priority_between() -> None:
+    core, _, _ = make(max_concurrency=1, ordering="slo-deadline")
+    first, _ = core.admit(req("run"))
+    for rid, prio, dl in [("batch", 0, None), ("loose", 0, 9.0), ("tight", 0, 1.0), ("high", 5, None),
+                          ("tight2", 0, 1.0), ("shed", -1, 0.5)]:
+        core.admit(FlowRequest(rid, priority=prio, model="m", slo_deadline=dl))
+    # priority first; inside priority 0, earliest deadline first (ties by arrival), no-SLO requests last
+    assert drain(core, first) == ["high", "tight", "tight2", "loose", "batch", "shed"]
+
+
+def test_fcfs_ordering_is_the_default() -> None:
+    core, _, _ = make(max_concurrency=1)
+    first, _ = core.admit(req("run"))
+    for rid, dl in [("a", None), ("b", 9.0), ("c", 1.0)]:
+        core.admit(FlowRequest(rid, model="m", slo_deadline=dl))
+    assert drain(core, first) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="ordering"):
+        FlowConfig(ordering="lifo")
+
+
 def test_hold_queues_every_arrival_without_dropping_and_dispatch_resumes_in_order() -> None:
     from lanterna.clock import VirtualClock
     from lanterna.flowcontrol import EntryState, FlowConfig, FlowCore, FlowRequest

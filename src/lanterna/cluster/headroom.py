@@ -13,8 +13,9 @@ Per request (workload order = arrival order, request ``vN`` is item N), ``Headro
 
 ``stage_headroom`` turns a stage's bounds and measured summary into the report's ``headroom`` object:
 ``share_p90 = bound P90 TTFT / measured P90 TTFT`` (1.0 = at the bound) and, with ``replicas``,
-``output_tok_s_bound = output tokens / max(work / replicas, arrival span)`` (perfect balance over the replicas;
-an open-loop stage cannot finish before its last arrival) and ``throughput_share = measured / bound``.
+``output_tok_s_bound = output tokens / max(work / replicas, arrival span + last request's e2e bound)`` (perfect
+balance over the replicas; a stage cannot end before its last arrival has been served) and
+``throughput_share = measured / bound``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class RequestBound:
     ttft_s: float
     work_s: float
     output_tokens: int
+    e2e_s: float = 0.0  # ttft_s + each later token's cheapest possible step (alone on a replica)
 
 
 class HeadroomModel:
@@ -82,7 +84,10 @@ class HeadroomModel:
         ctx_sum = decodes * prompt + decodes * (decodes - 1) // 2
         work = ((todo + decodes) * self._tok_s + out * self._row_s
                 + self.p.prefill_attn_s(todo, prompt - todo) + ctx_sum * self._kv_s)
-        return RequestBound(ttft, work, out)
+        p = self.p
+        step = (p.overhead_s + p.linear_s(1) + p.lm_head_s(1) + p.allreduce_s(1) + p.num_layers * p.dc_attn_layer_s
+                + prompt * p.kv_bytes_per_token / (p.hbm_bandwidth_bps * p.dc_attn_bw_eff))
+        return RequestBound(ttft, work, out, ttft + decodes * step)
 
     def _prefill_s(self, todo: int, ctx: int) -> float:
         from lanterna.sim.timing import BatchShape
@@ -123,7 +128,7 @@ def stage_headroom(bounds: Sequence[RequestBound], ttft: dict[str, Any] | None, 
     }
     if replicas:
         work = sum(x.work_s for x in bounds)
-        span = max(work / replicas, arrival_span_s or 0.0)
+        span = max(work / replicas, (arrival_span_s or 0.0) + bounds[-1].e2e_s)
         tps = sum(x.output_tokens for x in bounds) / span if span > 0 else None
         out.update({"replicas": replicas, "work_s": work, "output_tok_s_bound": tps,
                     "throughput_share": _share(output_tok_s, tps)})

@@ -50,6 +50,9 @@ def test_request_bound_hits_every_seen_prefix_and_never_waits() -> None:
             + 3 * p.lm_head_s(4) / 4 + p.prefill_attn_s(100, 1000)
             + (1100 + 1101) * p.kv_bytes_per_token / (p.hbm_bandwidth_bps * p.dc_attn_bw_eff))
     assert second.work_s == pytest.approx(work) and second.output_tokens == 3
+    alone = [(p.overhead_s + p.linear_s(1) + p.lm_head_s(1) + p.allreduce_s(1) + p.num_layers * p.dc_attn_layer_s
+              + 1100 * p.kv_bytes_per_token / (p.hbm_bandwidth_bps * p.dc_attn_bw_eff))] * 2
+    assert second.e2e_s == pytest.approx(second.ttft_s + sum(alone))
     assert ttft_bounds([_item(0, sys, _seg("q0", 100))], PROFILE, budget) == [pytest.approx(first.ttft_s)]
 
 
@@ -61,8 +64,9 @@ def test_stage_shares_on_hand_numbers() -> None:
     assert h["share_mean"] == pytest.approx(2.5 / 5) and h["share_p50"] == pytest.approx(2.5 / 5)
     # 4 s of work over 2 replicas: 2 s for 40 output tokens, 20 tok/s; measured 10 -> half
     assert h["output_tok_s_bound"] == pytest.approx(20.0) and h["throughput_share"] == pytest.approx(0.5)
-    # an open-loop stage whose arrivals span 8 s cannot beat its offered 40 / 8 tok/s
-    slow = stage_headroom(bounds, None, 4.0, 8.0, 2)
+    # an open-loop stage whose arrivals span 7 s, the last served in 1 s at best, cannot beat 40 / 8 tok/s
+    bounds[-1] = RequestBound(4.0, 1.0, 10, e2e_s=1.0)
+    slow = stage_headroom(bounds, None, 4.0, 7.0, 2)
     assert slow is not None and slow["output_tok_s_bound"] == pytest.approx(5.0) and slow["share_p90"] is None
     no_tp = stage_headroom(bounds, None, 4.0, 8.0, None)
     assert no_tp is not None and "output_tok_s_bound" not in no_tp

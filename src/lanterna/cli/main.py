@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
     "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
+    "plan": ("lanterna.cli.plan", "capacity planning: memory per GPU, SLO sizing, CPU calibration"),
 }
 
 

@@ -68,10 +68,12 @@ def run(args: argparse.Namespace) -> int:
         if args.plan_command == "size":
             from lanterna.cli.plan_size import run_size
 
-            return run_size(args)
+            rc: int = run_size(args)
+            return rc
         from lanterna.cli.plan_calibrate import run_calibrate
 
-        return run_calibrate(args)
+        rc = run_calibrate(args)
+        return rc
     except (ValueError, FileNotFoundError) as exc:
         print(f"lanterna plan: error: {exc}", file=sys.stderr)
         return 2

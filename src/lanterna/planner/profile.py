@@ -5,7 +5,7 @@ unchanged) whose weights and KV come from the planner's memory model, and which 
 step has that a dense one does not:
 
 - routed experts: a batch of ``n`` tokens touches only some experts, so the weight-read floor grows with the
-  expected number of distinct experts hit (``E_local x (1 - (1 - 1/E_local)^assignments)``) while compute
+  expected number of distinct experts hit (``E_local x (1 - (1 - top_k/E)^tokens)``) while compute
   grows with active parameters (``2 x n x top_k x expert_params``);
 - expert parallelism: each MoE layer dispatches every token's hidden state to ``top_k`` experts on other ranks
   and combines the results: two all-to-alls of ``n x top_k x hidden x (ep-1)/ep`` bytes.
@@ -57,12 +57,12 @@ class PlannedProfile(ModelProfile):
         """(bytes of expert weights read, expert FLOPs) on one device for a batch of ``num_tokens``."""
         if self.num_experts == 0 or num_tokens <= 0:
             return 0.0, 0.0
-        assignments = num_tokens * self.experts_per_token  # with EP: arriving from every (similar) DP rank
-        if self.ep > 1:
-            local, slice_ = self.num_experts / self.ep, 1.0
-        else:
-            local, slice_ = float(self.num_experts), 1.0 / self.tp
-        touched = local * (1.0 - (1.0 - 1.0 / local) ** assignments)
+        # each token picks top_k distinct experts of E; with EP a rank serves the tokens of every (similar) DP rank
+        tokens = num_tokens * self.ep
+        local = self.num_experts / self.ep
+        slice_ = 1.0 if self.ep > 1 else 1.0 / self.tp
+        touched = local * (1.0 - (1.0 - self.experts_per_token / self.num_experts) ** tokens)
+        assignments = num_tokens * self.experts_per_token
         nbytes = touched * self.expert_params * slice_ * self.dtype_bytes * self.num_moe_layers
         flops = 2 * assignments * self.expert_params * slice_ * self.num_moe_layers
         return nbytes, flops

@@ -117,8 +117,9 @@ class SearchResult:
 
 
 def search(shapes: Iterable[Shape], evaluate: Callable[[Candidate], Outcome], *, max_replicas: int = 64,
-           max_gpus: int | None = None) -> SearchResult:
-    """Minimal replicas per shape (doubling, then bisection); every simulated candidate is kept."""
+           max_gpus: int | None = None, explore_above: int = 0) -> SearchResult:
+    """Minimal replicas per shape (doubling, then bisection); every simulated candidate is kept.
+    ``explore_above``: also simulate that many larger counts (x1.5, x2...) to draw the latency/cost trade-off."""
     res = SearchResult()
     for shape in shapes:
         seen: dict[int, Outcome] = {}
@@ -143,4 +144,8 @@ def search(shapes: Iterable[Shape], evaluate: Callable[[Candidate], Outcome], *,
                 hi = mid
             else:
                 lo = mid
+        for k in range(1, explore_above + 1):
+            r = max(hi + 1, round(hi * (1 + k / 2)))
+            if r <= max_replicas and (max_gpus is None or r * shape.tp <= max_gpus):
+                run(r)
     return res

@@ -113,3 +113,30 @@ def test_catalogue_and_lookup() -> None:
 def test_unknown_model_names_the_bundled_ones() -> None:
     with pytest.raises(FileNotFoundError, match="llama-3.1-8b"):
         load_arch("no-such-model")
+
+
+def test_dense_planned_profile_matches_the_calibrated_h100_profile() -> None:
+    from lanterna.planner.profile import build_profile
+    from lanterna.sim import get_profile
+    from lanterna.sim.timing import BatchShape, PhysicsTimer
+
+    ref, planned = PhysicsTimer(get_profile("llama-3.1-8b-h100")), PhysicsTimer(
+        build_profile(load_arch("llama-3.1-8b"), H100))
+    for b in (BatchShape(prefill_chunks=[(2048, 0)]), BatchShape(decode_contexts=[1000] * 64)):
+        assert planned.step_time(b) == pytest.approx(ref.step_time(b), rel=1e-6)
+
+
+def test_moe_profile_reads_touched_experts_and_pays_all_to_all() -> None:
+    from lanterna.planner.profile import build_profile
+    from lanterna.sim.timing import BatchShape, PhysicsTimer
+
+    a = load_arch("qwen3-30b-a3b")
+    p = build_profile(a, H100)
+    one, many = p._expert_terms(1), p._expert_terms(4096)
+    assert one[0] == pytest.approx(8 * a.expert_params * 2 * a.num_moe_layers)  # top-8 experts read
+    assert many[0] == pytest.approx(128 * a.expert_params * 2 * a.num_moe_layers, rel=1e-3)  # all of them
+    dec = [PhysicsTimer(p).step_time(BatchShape(decode_contexts=[1000] * n)) for n in (1, 8, 64)]
+    assert dec[0] < dec[1] < dec[2]  # more sequences touch more experts
+    ep = build_profile(a, H100, Parallelism(tp=1, ep=8))
+    assert ep.allreduce_s(256) > 0 == p.allreduce_s(256)
+    assert ep.weight_bytes < p.weight_bytes / 4

@@ -3,7 +3,7 @@
     lanterna plan memory --model llama-3.1-8b --gpu H100 [--tp 1] [--json]
     lanterna plan size --model llama-3.1-8b --gpu H100 --workload random:1000:200 --rate 20 \\
         --slo ttft_p90=1,tpot_p90=50ms [--quick] [--out plan-out]
-    lanterna plan cpu-calibrate --out profile.json      # fit step times of real vLLM on this CPU
+    lanterna plan cpu-calibrate --url http://127.0.0.1:8100   # fit step times of a live vLLM on this CPU
 
 ``--model`` is a config.json, a model directory (safetensors headers give exact weight bytes) or a bundled
 name (llama-3.1-8b, llama-3.1-70b, qwen3-32b, mixtral-8x7b, qwen3-30b-a3b, deepseek-v3). Formulas:
@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("cpu-calibrate", help="measure real vLLM-on-CPU step times (tiny model) and fit a profile")
+    p.add_argument("--url", required=True, help="a running vLLM serving the tiny model (lanterna models tiny)")
+    p.add_argument("--served-model", default="tiny", help="the model name it serves")
     p.add_argument("--out", type=Path, default=Path("cpu-profile.json"))
-    p.add_argument("--vllm-python", default=None, help="interpreter with vLLM (default: $LANTERNA_VLLM_PYTHON)")
     p.add_argument("--repeats", type=int, default=3)
 
 

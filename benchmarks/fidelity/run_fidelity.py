@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -86,11 +87,21 @@ def compare(real: list[dict[str, Any]], virt: list[dict[str, Any]]) -> dict[str,
         rows.append(row)
     knee_r = max(x["output_tokens_per_s"] for x in real)
     knee_v = max(x["output_tokens_per_s"] for x in virt)
-    knee = {"real_peak_output_tok_s": knee_r, "sim_peak_output_tok_s": knee_v, "rel_err": (knee_v - knee_r) / knee_r}
+    knee = {"real_peak_output_tok_s": knee_r, "sim_peak_output_tok_s": knee_v, "rel_err": (knee_v - knee_r) / knee_r,
+            "real_knee_rate": _knee_rate(real), "sim_knee_rate": _knee_rate(virt)}
     knee["ok"] = abs(knee["rel_err"]) <= TOL
     for row in rows:
         ok_all &= all(row[k]["ok"] for k in ("ttft_p50_s", "ttft_p90_s", "itl_p50_s", "itl_p90_s", "hit_rate"))
     return {"levels": rows, "knee": knee, "all_within_tolerance": bool(ok_all and knee["ok"])}
+
+
+def _knee_rate(rows: list[dict[str, Any]]) -> float | None:
+    """The first offered rate whose TTFT p50 is over 3x the lowest stage's: where queueing takes over."""
+    base = rows[0]["ttft_p50_s"]
+    for x in rows:
+        if base and x["ttft_p50_s"] and x["ttft_p50_s"] > 3 * base:
+            return float(x["rate"])
+    return None
 
 
 async def real_ladder(args: argparse.Namespace, reps: rq.Replicas, logdir: Path) -> list[dict[str, Any]]:
@@ -146,7 +157,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lanterna-fidelity-") as tmp, \
             rq.vllm_replicas(args.replicas, args.kv_bytes, Path(tmp)) as reps:
         t = time.perf_counter()
-        samples = await measure(reps.urls[0], reps.model, repeats=args.calib_repeats)
+        # every replica at once, as the ladder loads them all: on a shared CPU they slow each other down
+        per_rep = await asyncio.gather(*(measure(u, reps.model, repeats=args.calib_repeats, seed=i)
+                                         for i, u in enumerate(reps.urls)))
+        samples = [smp for rep in per_rep for smp in rep]
         fit = fit_steps(samples)
         save_fit(fit, samples, HERE / "cpu-profile.json")
         rq.say(f"fit: {fit} ({time.perf_counter() - t:.0f}s)")
@@ -167,7 +181,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_md(res: dict[str, Any], path: Path) -> None:
     lines = ["# Simulator fidelity vs real vLLM (CPU, tiny model)", "",
-             f"Config: `{json.dumps(res['config'])}`", "", f"Fitted profile: `{res['fit']}`", ""]
+             f"Config: `{json.dumps(res['config'], default=str)}`", "", f"Fitted profile: `{res['fit']}`", ""]
     for i, c in enumerate(res["comparisons"]):
         lines += [f"## real run {i + 1}", "", "| rate | metric | real | sim | error | within |", "|---|---|---|---|---|---|"]
         for row in c["levels"]:
@@ -182,7 +196,8 @@ def write_md(res: dict[str, Any], path: Path) -> None:
                          f"{'yes' if h['ok'] else 'no'} |")
         k = c["knee"]
         lines += ["", f"Saturation (peak output tok/s over the ladder): real {k['real_peak_output_tok_s']:.1f}, "
-                      f"sim {k['sim_peak_output_tok_s']:.1f}, error {k['rel_err']:+.1%}", ""]
+                      f"sim {k['sim_peak_output_tok_s']:.1f}, error {k['rel_err']:+.1%}; knee (first rate with "
+                      f"TTFT p50 > 3x the lowest stage's): real {k['real_knee_rate']}, sim {k['sim_knee_rate']}", ""]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -193,7 +208,7 @@ def _f(v: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0, 4.0, 8.0])
+    a("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0, 4.0, 8.0, 16.0])
     a("--requests", type=int, default=40, help="requests per ladder stage")
     a("--replicas", type=int, default=2)
     a("--repeat", type=int, default=2, help="real ladder runs (noise estimate)")
@@ -212,6 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # one OpenMP thread per vLLM: with the default (one per core) two replicas on a shared 2-core machine spin
+    # against each other and every step slows ~50x
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     res = asyncio.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(res, indent=2, default=str))

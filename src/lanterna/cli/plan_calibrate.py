@@ -3,7 +3,7 @@
     lanterna plan cpu-calibrate --url http://127.0.0.1:8100 --model tiny --out cpu-profile.json
 
 Lone prompts of several lengths (``max_tokens=1``) give prefill latencies; 1..N concurrent streams give decode
-step times (median inter-token gap). Prompts are random token ids, new each time, so the prefix cache never
+step times (each stream's mean time per token, median over streams). Prompts are random token ids, new each time, so the prefix cache never
 hits. The fit (``planner.calibrate``) is written as JSON; ``load_fit`` reads it back for the simulator.
 """
 
@@ -39,38 +39,39 @@ async def _prefill(s: aiohttp.ClientSession, url: str, model: str, n: int, rng: 
     return time.perf_counter() - t0
 
 
-async def _stream_gaps(s: aiohttp.ClientSession, url: str, model: str, rng: random.Random, out_len: int,
-                       gaps: list[float]) -> None:
+async def _stream_step(s: aiohttp.ClientSession, url: str, model: str, rng: random.Random, out_len: int,
+                       steps: list[float]) -> None:
+    """Mean time per token of one stream after its first few: a loaded API server flushes several tokens in
+    one write, so single gaps are bimodal (0 or several steps) while their mean stays one step."""
     body = {"model": model, "prompt": _ids(rng, 16), "max_tokens": out_len, "ignore_eos": True, "stream": True}
-    last = None
-    n = 0
+    times: list[float] = []
     async with s.post(url + "/v1/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.content:
-            if not line.startswith(b"data: {"):
-                continue
-            t = time.perf_counter()
-            n += 1
-            if last is not None and n > 4:  # skip the ramp while the other streams are still starting
-                gaps.append(t - last)
-            last = t
+            if line.startswith(b"data: {"):
+                times.append(time.perf_counter())
+    skip = min(4, len(times) // 4)  # the ramp while the other streams are still starting
+    if len(times) - skip >= 2:
+        steps.append((times[-1] - times[skip]) / (len(times) - 1 - skip))
 
 
-async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, seed: int = 0) -> list[StepSample]:
+async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, seed: int = 0,
+                  prefill_lengths: tuple[int, ...] = PREFILL_LENGTHS,
+                  decode_seqs: tuple[int, ...] = DECODE_SEQS) -> list[StepSample]:
     rng = random.Random(seed)
     samples: list[StepSample] = []
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         await _prefill(s, url, model, 16, rng)  # warm the server
-        for n in PREFILL_LENGTHS:
+        for n in prefill_lengths:
             times = [await _prefill(s, url, model, n, rng) for _ in range(repeats)]
             samples.append(StepSample(statistics.median(times), prefill_tokens=n))
-        for n in DECODE_SEQS:
+        for n in decode_seqs:
             med = []
             for _ in range(repeats):
-                gaps: list[float] = []
-                await asyncio.gather(*(_stream_gaps(s, url, model, rng, out_len, gaps) for _ in range(n)))
-                med.append(statistics.median(gaps) if gaps else 0.0)  # each stream gets one token per step
+                steps: list[float] = []
+                await asyncio.gather(*(_stream_step(s, url, model, rng, out_len, steps) for _ in range(n)))
+                med.append(statistics.median(steps) if steps else 0.0)  # each stream gets one token per step
             samples.append(StepSample(statistics.median(med), decode_seqs=n))
     return samples
 

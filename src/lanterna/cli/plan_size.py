@@ -191,8 +191,9 @@ def run_size(args: argparse.Namespace) -> int:
         "chosen": _outcome_json(best) if best else None,
     }
     if best is not None:
-        dep = Deployment(args.model if "/" in str(args.model) else arch.name, best.candidate,
-                         args.gpu_memory_utilization, args.max_num_seqs, args.max_num_batched_tokens, args.block_size)
+        model_ref = str(args.model) if Path(args.model).is_dir() else arch.model_id  # vLLM loads a dir or an id
+        dep = Deployment(model_ref, best.candidate, args.gpu_memory_utilization, args.max_num_seqs,
+                         args.max_num_batched_tokens, args.block_size)
         d = args.out / "deploy"
         d.mkdir(exist_ok=True)
         (d / "vllm.sh").write_text("\n".join(dep.vllm_commands()) + "\n")

@@ -58,6 +58,7 @@ class ModelArch:
     num_shared_experts: int = 0
     num_dense_layers: int = 0  # layers with a dense MLP in a MoE model
     exact_weight_bytes: float | None = None  # from safetensors headers, total over the checkpoint
+    model_id: str = ""  # what vLLM loads (config's ``_name_or_path``); the name when absent
 
     @property
     def is_mla(self) -> bool:
@@ -192,6 +193,7 @@ def arch_from_config(cfg: dict[str, Any], name: str = "model") -> ModelArch:
         num_experts=experts, experts_per_token=int(cfg.get("num_experts_per_tok", 0)) if experts else 0,
         moe_intermediate_size=int(_get(cfg, "moe_intermediate_size", "intermediate_size", default=0)) if experts else 0,
         num_shared_experts=int(cfg.get("n_shared_experts") or 0), num_dense_layers=dense_first if experts else 0,
+        model_id=str(cfg.get("_name_or_path") or name),
     )
 
 

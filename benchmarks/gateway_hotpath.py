@@ -3,6 +3,8 @@ gateway CPU per request and added latency against a minimal fake backend (all on
 
     .venv/bin/python benchmarks/gateway_hotpath.py [--requests 3000] [--concurrency 16] [--stream]
     .venv/bin/python benchmarks/gateway_hotpath.py --client-only --compare-upstream before=OLD/upstream.py
+    .venv/bin/python benchmarks/gateway_hotpath.py --e2e-only --gateway before=OLD/src --e2e-rounds 5
+        [--gateway 'llmd=this --scheduler-config llm-d']
 
 Prints figures and ratios; asserts nothing. The full comparison against peer routers at fixed rates is
 benchmarks/gateway_overhead.py (flow-control part); this script isolates the gateway's own costs.
@@ -225,40 +227,68 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] * 1e3
 
 
-def e2e(n: int, conc: int, stream: bool) -> None:
-    bport, gport = free_port(), free_port()
-    procs = []
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _spread(xs: list[float]) -> str:
+    s = sorted(xs)
+    return f"{s[len(s) // 2]:.3f} [{s[0]:.3f}-{s[-1]:.3f}]"
+
+
+def e2e(n: int, conc: int, stream: bool, gateways: dict[str, str | None], rounds: int) -> None:
+    """End to end through each gateway build (name -> its ``src`` on PYTHONPATH; None: this checkout), all
+    started at once and measured in interleaved rounds so a shared machine's drift hits every build alike.
+    The access log (stdout) goes to /dev/null, so no pipe reader paces the gateway."""
+    bport = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(subprocess.Popen([sys.executable, "-c", FAKE_BACKEND, str(bport)]))
         wait_http(f"http://127.0.0.1:{bport}/health")
-        gw = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", "gateway", "--endpoint",
-                               f"127.0.0.1:{bport}", "--model", "m", "--port", str(gport),
-                               "--set", "gateway.log_level=WARNING"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stdout: the access log
-        procs.append(gw)
-        wait_http(f"http://127.0.0.1:{gport}/health")
+        gws: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        for name, spec in gateways.items():
+            gport = free_port()
+            src, *extra = (spec or "this").split()
+            env = {**os.environ, "PYTHONPATH": str(REPO / "src") if src == "this" else src}
+            gw = subprocess.Popen([sys.executable, "-m", "lanterna.cli.main", "gateway", "--endpoint",
+                                   f"127.0.0.1:{bport}", "--model", "m", "--port", str(gport),
+                                   "--set", "gateway.log_level=WARNING", *extra], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stdout: the access log
+            procs.append(gw)
+            gws[name] = (gw, gport)
+        for _, gport in gws.values():
+            wait_http(f"http://127.0.0.1:{gport}/health")
         asyncio.run(drive(f"http://127.0.0.1:{bport}", 300, conc, stream))  # warm-up
-        asyncio.run(drive(f"http://127.0.0.1:{gport}", 300, conc, stream))
-        direct = asyncio.run(drive(f"http://127.0.0.1:{bport}", n, conc, stream))
-        c0, t0 = cpu_s(gw.pid), time.perf_counter()
-        via = asyncio.run(drive(f"http://127.0.0.1:{gport}", n, conc, stream))
-        wall = time.perf_counter() - t0
-        cpu = cpu_s(gw.pid) - c0
+        for _, gport in gws.values():
+            asyncio.run(drive(f"http://127.0.0.1:{gport}", 300, conc, stream))
+        res: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "rps": [], "p50": [], "p99": []} for k in gws}
+        for _ in range(rounds):
+            direct = asyncio.run(drive(f"http://127.0.0.1:{bport}", n, conc, stream))
+            for name, (gw, gport) in gws.items():
+                c0, t0 = cpu_s(gw.pid), time.perf_counter()
+                via = asyncio.run(drive(f"http://127.0.0.1:{gport}", n, conc, stream))
+                wall = time.perf_counter() - t0
+                r = res[name]
+                r["cpu"].append((cpu_s(gw.pid) - c0) / n * 1e3)
+                r["rps"].append(n / wall)
+                r["p50"].append(pct(via, .5) - pct(direct, .5))
+                r["p99"].append(pct(via, .99) - pct(direct, .99))
         kind = "stream" if stream else "non-stream"
-        print(f"end to end ({kind}, {n} requests, concurrency {conc}, fake backend, same 2 cores)")
-        print(f"  gateway CPU per request           {cpu / n * 1e3:7.3f} ms  (target <= 0.8 ms)")
-        print(f"  throughput through gateway        {n / wall:7.0f} req/s")
-        print(f"  latency p50 direct / via gateway  {pct(direct, .5):7.2f} / {pct(via, .5):.2f} ms  "
-              f"(added {pct(via, .5) - pct(direct, .5):.2f} ms)")
-        print(f"  latency p99 direct / via gateway  {pct(direct, .99):7.2f} / {pct(via, .99):.2f} ms  "
-              f"(added {pct(via, .99) - pct(direct, .99):.2f} ms)")
+        print(f"end to end ({kind}, {n} requests x {rounds} interleaved rounds, concurrency {conc}, fake backend, "
+              f"same cores; median [min-max])")
+        for name, r in res.items():
+            print(f"  {name}")
+            print(f"    gateway CPU per request         {_spread(r['cpu'])} ms  (target <= 0.8 ms)")
+            print(f"    throughput through gateway      {_spread(r['rps'])} req/s")
+            print(f"    added latency p50               {_spread(r['p50'])} ms")
+            print(f"    added latency p99               {_spread(r['p99'])} ms")
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
 
 
 def main() -> None:
@@ -269,17 +299,28 @@ def main() -> None:
     ap.add_argument("--micro-only", action="store_true")
     ap.add_argument("--client-only", action="store_true", help="only the upstream client comparison")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the upstream client comparison")
+    ap.add_argument("--gateway", action="append", default=[], metavar="NAME=SRC [ARGS]",
+                    help="end to end also through the gateway of another checkout's src dir (before=OLD/src), "
+                         "SRC 'this' for this checkout, ARGS added to its command line ('llmd=this "
+                         "--scheduler-config llm-d'); this checkout as is is always measured, as 'this'")
+    ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds of the end-to-end measurement")
+    ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end measurement")
     ap.add_argument("--compare-upstream", action="append", default=[], metavar="NAME=PATH",
                     help="also measure the Upstreams of another gateway/upstream.py (e.g. the previous version)")
     a = ap.parse_args()
     others = dict(spec.partition("=")[::2] for spec in a.compare_upstream)
+    gateways: dict[str, str | None] = {"this": None}
+    gateways.update(dict(spec.partition("=")[::2] for spec in a.gateway))
+    if a.e2e_only:
+        e2e(a.requests, a.concurrency, a.stream, gateways, a.e2e_rounds)
+        return
     if a.client_only:
         upstream_client(min(a.requests, 3000), a.rounds, others)
         return
     micro()
     if not a.micro_only:
         upstream_client(min(a.requests, 3000), a.rounds, others)
-        e2e(a.requests, a.concurrency, a.stream)
+        e2e(a.requests, a.concurrency, a.stream, gateways, a.e2e_rounds)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ class Clock(Protocol):
 class MonotonicClock:
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
+    now = staticmethod(time.monotonic)  # the builtin itself: no Python frame per read (the gateway reads ~10/request)
 
 
 class VirtualClock:

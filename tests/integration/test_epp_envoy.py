@@ -50,7 +50,9 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     epp = [sys.executable, "-m", "lanterna.cli.main", "epp", "--host", "127.0.0.1", "--grpc-port", str(grpc_port),
            "--health-port", "-1", "--metrics-port", str(metrics_port), "--log-format", "text",
            "--request-body-mode", MODES[mode], "--response-body-mode", MODES[mode],
-           "--set", "endpoints.health_interval_s=30", "--set", "endpoints.scrape_interval_s=30"]
+           "--set", "endpoints.health_interval_s=30", "--set", "endpoints.scrape_interval_s=30",
+           # Envoy is the trust boundary here: its route sets the GAIE rewrite header, the EPP honours it
+           "--set", "auth.forward_model_rewrite_header=true"]
     for u in ups:
         epp += ["--endpoint", u.address]
     cfg = write_bootstrap(tmp_path / "envoy.yaml",

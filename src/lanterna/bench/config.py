@@ -185,6 +185,17 @@ class TierTarget(_Model):
     storage_bandwidth_gbps: float = Field(2.0, gt=0)  # storage -> GPU per replica
 
 
+class VirtualPD(_Model):
+    """P/D topology of the virtual cluster (``cluster.virtual_pd``): the first ``prefill_replicas`` of
+    ``replicas`` prefill, the rest decode; the KV moves over ``link`` (sim/kv_link.py defaults per kind)."""
+
+    prefill_replicas: int = Field(1, ge=1)
+    threshold: int = Field(256, ge=0)  # prefix-based-pd-decider nonCachedTokens (when policy is "pd")
+    link: Literal["nvlink", "rdma", "tcp"] = "rdma"
+    link_bandwidth_gbps: float | None = Field(None, gt=0)
+    link_setup_ms: float | None = Field(None, ge=0)
+
+
 class ClusterTarget(_Model):
     """The virtual-time cluster: N simulated engines + the real scheduler and index."""
 
@@ -200,6 +211,7 @@ class ClusterTarget(_Model):
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
     tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
+    pd: VirtualPD | None = None  # prefill/decode disaggregation; None: every replica serves both phases
 
 
 class Slo(_Model):

@@ -22,7 +22,10 @@ _MODES = ("full-duplex", "buffered")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lanterna.k8s.discovery_args import add_discovery_arguments
+
     add_common_arguments(p, port=False)
+    add_discovery_arguments(p)
     a = p.add_argument
     a("--grpc-port", type=int, default=9002, help="ext_proc gRPC port (0: any free port)")
     a("--health-port", type=int, default=9003, help="gRPC health port (-1: only on the ext_proc port)")
@@ -33,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="the Envoy filter's response_body_mode (a request's protocol_config, when Envoy sends one, wins)")
 
 
-async def _serve(cfg: Any, args: argparse.Namespace) -> int:
+async def _serve(cfg: Any, args: argparse.Namespace, sources: list[Any]) -> int:
     from lanterna.epp import EppOptions, Modes, serve_epp
     from lanterna.epp.messages import BODY_MODES
     from lanterna.gateway.app import create_gateway
@@ -50,7 +53,7 @@ async def _serve(cfg: Any, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve_epp(gw, opts) as srv:
+        async with serve_epp(gw, opts, sources) as srv:
             print(f"lanterna epp: ext_proc on {cfg.gateway.host}:{srv.grpc_port}, health {srv.health_port}, "
                   f"metrics {srv.metrics_port} ({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
             await stop.wait()
@@ -70,11 +73,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail("epp", str(exc))
     setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=None)
-    if not cfg.endpoints.static:
-        return fail("epp", "no endpoints: give --endpoint HOST:PORT or endpoints.static in the config")
+    from lanterna.k8s.discovery_args import KubeEndpointSource, spec_from_args
+
+    try:
+        discovery = spec_from_args(args, args.endpoint_model)
+    except ValueError as exc:
+        return fail("epp", str(exc))
+    if not cfg.endpoints.static and discovery is None:
+        return fail("epp", "no endpoints: give --endpoint HOST:PORT, --pool NAME, --selector K=V or "
+                           "endpoints.static in the config")
     install_uvloop()
     try:
-        return asyncio.run(_serve(cfg, args))
+        return asyncio.run(_serve(cfg, args, [KubeEndpointSource(discovery)] if discovery else []))
     except ConfigError as exc:
         return fail("epp", str(exc))
     except KeyboardInterrupt:

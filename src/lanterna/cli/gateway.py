@@ -40,8 +40,13 @@ def add_common_arguments(p: argparse.ArgumentParser, *, port: bool = True) -> No
         a("--port", type=int, default=None, help="listen port (default: 8000, gateway.port)")
     else:
         p.set_defaults(port=None)
-    a("--endpoint", action="append", default=[], metavar="HOST:PORT",
-      help="a model server (real vLLM or sim); repeat for several")
+    a("--endpoint", action="append", default=[], metavar="[ROLE=]HOST:PORT",
+      help="a model server (real vLLM or sim); repeat for several. A P/D role prefix (prefill=, decode=, both=) "
+           "sets its llm-d.ai/role label")
+    a("--kv-events", dest="endpoint_kv_events", action="append", default=[], metavar="HOST:PORT=ZMQ",
+      help="KV-event publisher of an --endpoint for precise routing, e.g. 127.0.0.1:8001=tcp://127.0.0.1:5557 "
+           "(the gateway connects to it); repeat per endpoint. Publishers that connect to the gateway instead "
+           "use kvindex.zmq_endpoint (e.g. --set kvindex.zmq_endpoint=tcp://*:5557)")
     a("--model", dest="endpoint_model", action="append", default=[], metavar="NAME",
       help="model served by the --endpoint servers (default: discovered from /v1/models)")
     names = "; ".join(f"{k}: {v}" for k, v in POLICIES.items())
@@ -54,8 +59,11 @@ def add_common_arguments(p: argparse.ArgumentParser, *, port: bool = True) -> No
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lanterna.k8s.discovery_args import add_discovery_arguments
+
     add_common_arguments(p)
     add_workers_argument(p)
+    add_discovery_arguments(p)
 
 
 def add_workers_argument(p: argparse.ArgumentParser) -> None:
@@ -79,20 +87,40 @@ def load_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None)
         base["scheduler"] = args.scheduler_config
     cfg = load_config(args.config, base=base, overrides=args.overrides, default_scheduler=DEFAULT_SCHEDULER)
     if args.endpoint:
-        from lanterna.config.model import StaticEndpoint
-
         try:
-            extra = [StaticEndpoint(address=a, models=list(args.endpoint_model)) for a in args.endpoint]
+            extra = [_static_endpoint(a, list(args.endpoint_model)) for a in args.endpoint]
         except ValueError as exc:
             raise ConfigError(f"--endpoint: {str(exc).splitlines()[-1].strip()}") from None
         cfg.endpoints.static = [*cfg.endpoints.static, *extra]
+    for item in getattr(args, "endpoint_kv_events", []):
+        addr, sep, zmq_addr = item.partition("=")
+        spec = next((e for e in cfg.endpoints.static if e.address == addr), None)
+        if not sep or not zmq_addr.startswith(("tcp://", "ipc://")):
+            raise ConfigError(f"--kv-events {item!r}: expected HOST:PORT=tcp://HOST:KVPORT")
+        if spec is None:
+            raise ConfigError(f"--kv-events {item!r}: no --endpoint {addr}")
+        spec.kv_events = zmq_addr
     return cfg
 
 
+def _static_endpoint(flag: str, models: list[str]) -> Any:
+    """``--endpoint [ROLE=]HOST:PORT``: the role becomes the endpoint's ``llm-d.ai/role`` label."""
+    from lanterna.config.model import StaticEndpoint
+    from lanterna.endpoints.types import ROLE_BOTH, ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
+
+    role, sep, address = flag.rpartition("=")
+    if not sep:
+        return StaticEndpoint(address=flag, models=models)
+    if role not in (ROLE_PREFILL, ROLE_DECODE, ROLE_BOTH):
+        raise ConfigError(f"--endpoint {flag}: role must be prefill, decode or both, got {role!r}")
+    return StaticEndpoint(address=address, models=models, labels={ROLE_LABEL: role})
+
+
 async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[[Any], Awaitable[None] | None]
-                             | None = None, *, worker: bool = False) -> int:
+                             | None = None, *, worker: bool = False, discovery: Any = None) -> int:
     """Run the gateway until SIGINT/SIGTERM; ``on_ready(gateway)`` runs once it listens. A ``worker`` (one of
-    ``--workers N``) binds with SO_REUSEPORT and tags each response with its pid (``x-lanterna-worker``)."""
+    ``--workers N``) binds with SO_REUSEPORT and tags each response with its pid (``x-lanterna-worker``).
+    ``discovery`` (a ``lanterna.k8s.discovery.DiscoverySpec``): endpoints come and go with Kubernetes pods."""
     from lanterna.gateway.app import build_app, build_metrics_only_app, create_gateway, serve
 
     gw = create_gateway(cfg, endpoints)
@@ -106,6 +134,7 @@ async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runners = []
+    disc = None
     try:
         try:
             runners.append(await serve(app, cfg.gateway.host, cfg.gateway.port, reuse_port=worker))
@@ -113,6 +142,11 @@ async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[
                 runners.append(await serve(build_metrics_only_app(gw), cfg.gateway.host, cfg.gateway.metrics_port, reuse_port=worker))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {cfg.gateway.host}: {exc.strerror}") from None
+        if discovery is not None:
+            from lanterna.k8s.discovery_args import start_discovery
+
+            disc = await start_discovery(discovery, gw)
+            await disc.wait_synced(60.0)
         tune_gc()
         if on_ready is not None:
             res = on_ready(gw)
@@ -126,6 +160,8 @@ async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[
                 print(f"lanterna: {left} request(s) still running at the drain deadline; closing them",
                       file=sys.stderr)
     finally:
+        if disc is not None:
+            await disc.close()
         for runner in reversed(runners):
             await runner.cleanup()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,9 +214,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail("gateway", str(exc))
     setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
-    if not cfg.endpoints.static:
-        return fail("gateway", "no endpoints: give --endpoint HOST:PORT or endpoints.static in the config")
+    from lanterna.k8s.discovery_args import spec_from_args
+
+    try:
+        discovery = spec_from_args(args, args.endpoint_model)
+    except ValueError as exc:
+        return fail("gateway", str(exc))
+    if not cfg.endpoints.static and discovery is None:
+        return fail("gateway", "no endpoints: give --endpoint HOST:PORT, --pool NAME, --selector K=V or "
+                               "endpoints.static in the config")
     install_uvloop()
+    if args.workers != 1 and discovery is not None:
+        return fail("gateway", "--workers with Kubernetes discovery: run more replicas instead")
     if args.workers != 1:
         from lanterna.cli.workers import run_supervised
 
@@ -191,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
               f"({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
 
     try:
-        return asyncio.run(serve_until_signal(cfg, [], banner))
+        return asyncio.run(serve_until_signal(cfg, [], banner, discovery=discovery))
     except ConfigError as exc:
         return fail("gateway", str(exc))
     except KeyboardInterrupt:

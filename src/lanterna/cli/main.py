@@ -13,11 +13,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("lanterna.cli.gateway", "the OpenAI-compatible gateway in front of model servers"),
     "epp": ("lanterna.cli.epp", "Envoy ext_proc endpoint picker (Gateway API Inference Extension EPP)"),
     "sim": ("lanterna.cli.sim", "a vLLM-compatible simulated model server"),
+    "sidecar": ("lanterna.cli.sidecar", "the decode pod's P/D proxy: runs the prefill leg (llm-d routing sidecar)"),
     "models": ("lanterna.cli.models", "build local test models (tiny random-weight Llama + tokenizer)"),
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
     "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
+    "deploy": ("lanterna.cli.deploy", "Kubernetes: render manifests (gateway or EPP mode, vLLM, RBAC, monitoring)"),
     "plan": ("lanterna.cli.plan", "capacity planning: memory per GPU, SLO sizing, CPU calibration"),
 }
 

@@ -62,7 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--storage-bandwidth-gbps", type=float, default=2.0, help="storage->GPU read bandwidth, GB/s")
     a("--dtype", default="auto", help="accepted, ignored")
     a("--enforce-eager", action="store_true", help="accepted, ignored")
-    a("--role", default="both", choices=["prefill", "decode", "both"])
+    a("--role", default="both", choices=["prefill", "decode", "both"],
+      help="P/D role: prefill/both hold a do_remote_decode request's KV for a decoder to pull; decode holds none")
+    a("--kv-link", default="rdma", choices=["nvlink", "rdma", "tcp"],
+      help="P/D link to prefill replicas: sets the transfer bandwidth and setup time (sim/kv_link.py)")
+    a("--kv-link-bandwidth-gbps", type=float, default=None, help="override the link's bandwidth (GB/s)")
+    a("--kv-link-setup-ms", type=float, default=None, help="override the link's per-transfer setup (ms)")
+    a("--kv-transfer-failure-rate", type=float, default=0.0,
+      help="fraction of P/D KV pulls that fail (the request then prefills locally; counted)")
+    a("--kv-lease-ttl-s", type=float, default=480.0,
+      help="how long a prefill replica holds KV for a decoder that never pulls it")
     a("--failure-rate", type=float, default=0.0)
     a("--failure-types", default="http_500")
     a("--log-level", default="WARNING")
@@ -110,8 +119,10 @@ def build(args: argparse.Namespace) -> Any:
     from lanterna.protocol.kv_events import topic_for
     from lanterna.sim.engine import Engine, EngineConfig
     from lanterna.sim.failures import FailureInjector, parse_failure_types
+    from lanterna.sim.kv_link import KVLeases, make_link
     from lanterna.sim.lora import LoraRegistry
     from lanterna.sim.metrics import CacheConfig, SimMetrics
+    from lanterna.sim.pd import SimPD
     from lanterna.sim.profiles import get_profile
     from lanterna.sim.publisher import KVEventPublisher, PublisherConfig
     from lanterna.sim.server import SimServer, SimSettings
@@ -183,7 +194,14 @@ def build(args: argparse.Namespace) -> Any:
     settings = SimSettings(served_model_names=names, model_root=args.model, host=args.host, port=args.port,
                            max_model_len=args.max_model_len, vocab_size=vocab, time_scale=args.time_scale,
                            role=args.role, engine_id=f"sim-{args.host}:{args.port}")
-    return SimServer(settings, engine, tok, metrics, publisher, lora, failures)
+    try:
+        link = make_link(args.kv_link, args.kv_link_bandwidth_gbps * 1e9 if args.kv_link_bandwidth_gbps else None,
+                         args.kv_link_setup_ms / 1e3 if args.kv_link_setup_ms is not None else None)
+        pd = SimPD(args.role, link, KVLeases(num_blocks, args.kv_lease_ttl_s), metrics.registry,
+                   failure_rate=args.kv_transfer_failure_rate, seed=args.seed)
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
+    return SimServer(settings, engine, tok, metrics, publisher, lora, failures, pd=pd)
 
 
 async def _serve(srv: Any, host: str, port: int) -> None:

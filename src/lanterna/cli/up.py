@@ -3,6 +3,8 @@
     lanterna up [--replicas 4] [--port 8000] [--model NAME] [--sim-arg=--timing=constant ...]
     lanterna up --endpoint 127.0.0.1:8100 --endpoint 127.0.0.1:8101   # real vLLM servers, no sims
     lanterna up --workers 2                                            # two gateway processes, one port
+    lanterna up --prefill-replicas 1 --decode-replicas 3 [--pd-placement sidecar]   # P/D (xPyD) sims
+    lanterna up --endpoint prefill=10.0.0.5:8000 --endpoint decode=10.0.0.6:8000     # P/D real servers
 
 Prints where to send requests; Ctrl-C or SIGTERM stops the gateway, then every replica.
 """
@@ -23,6 +25,7 @@ from lanterna.cli.gateway import (
     load_from_args,
     serve_until_signal,
 )
+from lanterna.endpoints.types import ROLE_LABEL
 from lanterna.errors import ConfigError
 
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -37,6 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--sim-arg", action="append", default=[], metavar="ARG",
       help="extra flag for every `lanterna sim` (repeat; e.g. --sim-arg=--timing --sim-arg=constant)")
     a("--no-kv-events", action="store_true", help="start the sims without KV-event publishers")
+    a("--prefill-replicas", type=int, default=0, metavar="N",
+      help="P/D: simulated prefill replicas (with --decode-replicas; replaces --replicas)")
+    a("--decode-replicas", type=int, default=0, metavar="M", help="P/D: simulated decode replicas")
+    a("--pd-placement", choices=["gateway", "sidecar"], default=None,
+      help="P/D: who runs the prefill leg: the gateway, or a `lanterna sidecar` started in front of each decode "
+           "sim (default: gateway.pd.placement)")
+    a("--pd-threshold", type=int, default=256, metavar="TOKENS",
+      help="P/D: disaggregate only when the decode endpoint would compute at least this many uncached prompt "
+           "tokens (prefix-based-pd-decider nonCachedTokens; used when no --scheduler-config is given)")
     a("--start-timeout", type=float, default=60.0, help="seconds to wait for replicas to become healthy")
 
 
@@ -54,9 +66,13 @@ def _print_table(cfg: Any, endpoints: list[Any], models: list[str], workers: int
         table.add_row("workers", f"{workers} processes on one port (response header x-lanterna-worker: pid)")
     table.add_row("metrics", f"{base}/metrics" + ("  (per worker)" if workers > 1 else ""))
     table.add_row("endpoints", f"{base}/debug/endpoints")
+    if any(ROLE_LABEL in (e.labels or {}) for e in endpoints):
+        table.add_row("P/D", f"prefill leg run by the {cfg.gateway.pd.placement}")
     for ep in endpoints:  # Endpoint or StaticEndpoint
         kv = getattr(ep, "kv_events_endpoint", None) or getattr(ep, "kv_events", None)
-        table.add_row("replica", f"http://{ep.address}" + (f"  kv events {kv}" if kv else ""))
+        role = (ep.labels or {}).get(ROLE_LABEL)
+        table.add_row(f"replica ({role})" if role else "replica",
+                      f"http://{ep.address}" + (f"  kv events {kv}" if kv else ""))
     model = models[0] if len(models) == 1 else "MODEL"
     example = (f"curl {base}/v1/completions -H 'content-type: application/json' "
                f"-d '{{\"model\": \"{model}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'")
@@ -74,7 +90,32 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
     endpoints: list[Endpoint] = []
     launcher: SimLauncher | None = None
     model: str | None = None
-    if not cfg.endpoints.static:
+    pd = args.prefill_replicas > 0 or args.decode_replicas > 0
+    if args.pd_placement is not None:
+        cfg.gateway.pd.placement = args.pd_placement
+    if pd or any(ROLE_LABEL in e.labels for e in cfg.endpoints.static):
+        if args.scheduler_config is None:
+            cfg.scheduler = pd_scheduler(args.pd_threshold)
+    if pd and not cfg.endpoints.static:
+        if args.prefill_replicas < 1 or args.decode_replicas < 1:
+            raise ConfigError("P/D needs --prefill-replicas >= 1 and --decode-replicas >= 1")
+        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=list(args.sim_arg),
+                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout)
+        atexit.register(launcher.stop_sync)
+        if cfg.kvindex.tokenizer is None:
+            cfg.kvindex.tokenizer = "default"
+        model = args.sim_model
+        print(f"starting {args.prefill_replicas} prefill + {args.decode_replicas} decode simulated replicas of "
+              f"{model} (prefill leg: {cfg.gateway.pd.placement}) ...", file=sys.stderr, flush=True)
+        try:
+            replicas = await launcher.start_pd(args.prefill_replicas, args.decode_replicas,
+                                               sidecars=cfg.gateway.pd.placement == "sidecar")
+        except LaunchError as exc:
+            raise ConfigError(str(exc)) from None
+        endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
+                              labels={ROLE_LABEL: r.role or "both"},
+                              kv_events_endpoint=(r.sidecar_for or r).kv_events_endpoint) for r in replicas]
+    elif not cfg.endpoints.static:
         if args.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
         launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=list(args.sim_arg),
@@ -103,13 +144,20 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
             await launcher.stop()
 
 
+def pd_scheduler(threshold: int) -> dict[str, Any]:
+    from lanterna.cluster.policies import pd_policy_doc
+
+    return pd_policy_doc(threshold)
+
+
 async def _supervise(args: argparse.Namespace, cfg: Any, endpoints: list[Any], model: str | None) -> int:
     """``--workers N``: the sims' endpoints go into the config every worker loads."""
     from lanterna.cli.workers import supervise
     from lanterna.config.model import StaticEndpoint
 
     cfg.endpoints.static = [*cfg.endpoints.static, *(
-        StaticEndpoint(address=ep.address, models=sorted(ep.models), kv_events=ep.kv_events_endpoint)
+        StaticEndpoint(address=ep.address, models=sorted(ep.models), kv_events=ep.kv_events_endpoint,
+                       labels=dict(ep.labels))
         for ep in endpoints)]
     models = [model] if model else sorted({m for s in cfg.endpoints.static for m in s.models})
     return await supervise(cfg, args.workers, lambda: _print_table(cfg, cfg.endpoints.static, models, args.workers))

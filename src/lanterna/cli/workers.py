@@ -242,7 +242,7 @@ def _worker_main(argv: list[str]) -> int:
         cfg = LanternaConfig.model_validate(json.loads(Path(config_path).read_text()))
     except (OSError, ValueError) as exc:
         return fail("gateway", f"worker config {config_path}: {str(exc).splitlines()[0]}")
-    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level)
+    setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
     install_uvloop()
 
     def ready(_gw: Any) -> None:

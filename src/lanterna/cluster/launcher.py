@@ -53,6 +53,8 @@ class Replica:
     model: str
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    role: str | None = None  # P/D role (``llm-d.ai/role``); None: aggregated
+    sidecar_for: Replica | None = None  # a ``lanterna sidecar`` in front of this decode replica
 
     @property
     def address(self) -> str:
@@ -84,7 +86,12 @@ class SimLauncher:
     _logdir: tempfile.TemporaryDirectory[str] | None = None
 
     def _command(self, r: Replica) -> list[str]:
-        cmd = [self.python, "-m", "lanterna.cli.main", "sim", "--model", self.model, "--host", self.host,
+        if r.sidecar_for is not None:
+            return [self.python, "-m", "lanterna.cli.main", "sidecar", "--host", self.host, "--port", str(r.port),
+                    "--decode", r.sidecar_for.address, "--log-format", "text",
+                    *sum((["--allow-prefiller", p.address] for p in self.replicas if p.role == "prefill"), [])]
+        role = ["--role", r.role] if r.role is not None else []
+        cmd = [self.python, "-m", "lanterna.cli.main", "sim", *role, "--model", self.model, "--host", self.host,
                "--port", str(r.port), "--seed", str(len(self.replicas))]
         if r.kv_port:
             cmd += ["--kv-events-config", json.dumps({
@@ -92,12 +99,15 @@ class SimLauncher:
                 "topic": f"kv@{r.address}@{self.model}"})]
         return cmd + self.sim_args
 
-    def spawn(self) -> Replica:
+    def spawn(self, role: str | None = None, sidecar_for: Replica | None = None) -> Replica:
+        """One sim (P/D ``role`` when given), or with ``sidecar_for`` a sidecar in front of that decode sim
+        (allowing every prefill replica started before it)."""
         if self._logdir is None:
             self._logdir = tempfile.TemporaryDirectory(prefix="lanterna-up-")
         i = len(self.replicas)
-        r = Replica(f"sim-{i}", self.host, free_port(self.host), free_port(self.host) if self.kv_events else None,
-                    self.model)
+        kv = self.kv_events and sidecar_for is None
+        r = Replica(f"sidecar-{i}" if sidecar_for else f"sim-{i}", self.host, free_port(self.host),
+                    free_port(self.host) if kv else None, self.model, role=role, sidecar_for=sidecar_for)
         r.log_path = Path(self._logdir.name) / f"{r.name}.log"
         with open(r.log_path, "wb") as logf:
             r.proc = subprocess.Popen(self._command(r), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
@@ -128,8 +138,20 @@ class SimLauncher:
                                           f"{pending[0].stderr_tail()}")
                     await asyncio.sleep(0.05)
 
-    async def start(self, n: int) -> list[Replica]:
-        new = [self.spawn() for _ in range(n)]
+    async def start(self, n: int, role: str | None = None) -> list[Replica]:
+        return await self._ready_or_stop([self.spawn(role) for _ in range(n)])
+
+    async def start_pd(self, num_prefill: int, num_decode: int, *, sidecars: bool = False) -> list[Replica]:
+        """A P/D topology: the endpoints to route to (prefill sims, then decode sims or their sidecars)."""
+        prefill = [self.spawn("prefill") for _ in range(num_prefill)]
+        decode = [self.spawn("decode") for _ in range(num_decode)]
+        await self._ready_or_stop(prefill + decode)
+        if not sidecars:
+            return prefill + decode
+        fronts = [self.spawn("decode", sidecar_for=d) for d in decode]
+        return prefill + await self._ready_or_stop(fronts)
+
+    async def _ready_or_stop(self, new: list[Replica]) -> list[Replica]:
         try:
             await self.wait_ready(new)
         except BaseException:

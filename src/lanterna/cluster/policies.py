@@ -56,6 +56,7 @@ POLICIES: dict[str, Callable[[], EppConfig]] = {
     "precise-no-hit-lru": _precise_no_hit_lru,
     "approximate-no-hit-lru": _approximate_no_hit_lru,
     "lanterna": lanterna_recommended_config,
+    "pd": lambda: parse_epp_config(pd_policy_doc(256)),  # the virtual P/D cluster uses cluster.pd.threshold
 }
 
 
@@ -67,3 +68,17 @@ def resolve_policy(policy: str) -> EppConfig:
     if policy.endswith((".yaml", ".yml")) or Path(policy).is_file():
         return load_epp_config(Path(policy))
     raise ConfigError(f"unknown policy {policy!r}; known: {', '.join(sorted(POLICIES))} or a YAML path")
+
+
+def pd_policy_doc(threshold: int) -> dict[str, Any]:
+    """The P/D EndpointPickerConfig (examples/epp/pd.yaml with ``nonCachedTokens = threshold``): the decode
+    profile (prefix 2 + queue) serves; the prefill profile (queue) runs when the decider says so."""
+    profile = [{"pluginRef": "queue-scorer"}, {"pluginRef": "max-score-picker"}]
+    return {"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+            "plugins": [{"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": threshold}},
+                        {"type": "disagg-profile-handler"}, {"type": "prefill-filter"}, {"type": "decode-filter"},
+                        {"type": "prefix-cache-scorer"}, {"type": "queue-scorer"}, {"type": "max-score-picker"}],
+            "schedulingProfiles": [
+                {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, *profile]},
+                {"name": "decode", "plugins": [{"pluginRef": "decode-filter"},
+                                               {"pluginRef": "prefix-cache-scorer", "weight": 2}, *profile]}]}

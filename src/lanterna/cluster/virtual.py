@@ -448,4 +448,8 @@ class VirtualCluster:
 
 
 def run_virtual(cfg: BenchConfig, engine_factory: Any = make_engine, *, progress: bool = False) -> RunResult:
+    if cfg.cluster is not None and cfg.cluster.pd is not None:
+        from lanterna.cluster.virtual_pd import PDVirtualCluster
+
+        return PDVirtualCluster(cfg, engine_factory, progress=progress).run()
     return VirtualCluster(cfg, engine_factory, progress=progress).run()

@@ -67,6 +67,16 @@ class EdgeLimitsConfig(_Section):
     shutdown_retry_after_s: int = Field(default=5, ge=0)  # Retry-After on 503s while draining
 
 
+class PDConfig(_Section):
+    """Who runs the prefill of a disaggregated request (llm-d's two placements; ``routing.pd``).
+
+    ``gateway``: the gateway sends the prefill, then the decode with the returned ``kv_transfer_params``.
+    ``sidecar``: the gateway only sets ``x-prefiller-host-port`` on the decode request and the decode pod's
+    sidecar (``lanterna sidecar``, llm-d's routing sidecar) runs both legs. Never both for one request."""
+
+    placement: Literal["gateway", "sidecar"] = "gateway"
+
+
 class GatewayConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -84,9 +94,12 @@ class GatewayConfig(_Section):
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on logger lanterna.access (stdout)
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
+    # inference_extension_plugin_duration_seconds times 1 scheduling cycle in N (the first included); 1: all
+    plugin_timing_every: int = Field(default=16, ge=1)
     scheduler_reload_s: float = Field(default=1.0, ge=0)  # poll a scheduler config file for changes; 0: off
     limits: EdgeLimitsConfig = Field(default_factory=EdgeLimitsConfig)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # /metrics on its own listener; None: main port
+    pd: PDConfig = Field(default_factory=PDConfig)
 
 
 class StaticEndpoint(_Section):
@@ -129,6 +142,11 @@ class KVIndexConfig(_Section):
     tier_weights: dict[TierName, float] = Field(default_factory=_default_tier_weights)
     replay_endpoints: dict[str, str] = Field(default_factory=dict)  # endpoint address -> tcp:// replay ROUTER
     storage: dict[str, str] = Field(default_factory=dict)  # endpoint address -> shared-storage mount name
+    # One SUB socket that every publisher connects to (llm-d's kvEventsConfig.zmqEndpoint, which the
+    # precise-prefix-cache-scorer's parameters may also give); a wildcard address binds, e.g. tcp://*:5557.
+    # Messages are routed by topic kv@<ip>[:<port>]@<model>. None: only per-endpoint publishers (kv_events).
+    zmq_endpoint: str | None = None
+    topic_filter: str = "kv@"
 
 
 class FlowControlConfig(_Section):
@@ -188,6 +206,22 @@ class AuthConfig(_Section):
         return [normalise_hash(h) for h in v]
 
 
+class SidecarConfig(_Section):
+    """``lanterna sidecar``: the decode pod's proxy that runs the prefill leg (P/D placement ``sidecar``).
+
+    It accepts ``x-prefiller-host-port`` only for targets in ``allowed_prefillers`` plus, with
+    ``allow_labelled_endpoints``, the ``endpoints.static`` entries labelled ``llm-d.ai/role: prefill``/``both``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    decode: str = "127.0.0.1:8200"  # host:port of the local model server (vLLM behind the sidecar)
+    allowed_prefillers: list[str] = Field(default_factory=list)  # host:port
+    allow_labelled_endpoints: bool = True
+    connect_s: float = Field(default=4.0, gt=0)
+    prefill_timeout_s: float = Field(default=60.0, gt=0)  # the whole prefill leg
+    request_timeout_s: float = Field(default=600.0, gt=0)  # the decode leg, to its last byte
+
+
 class LanternaConfig(_Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
@@ -195,3 +229,4 @@ class LanternaConfig(_Section):
     kvindex: KVIndexConfig = Field(default_factory=KVIndexConfig)
     flowcontrol: FlowControlConfig = Field(default_factory=FlowControlConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)

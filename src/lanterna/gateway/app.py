@@ -25,10 +25,10 @@ from lanterna.endpoints.health import HealthChecker
 from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
-from lanterna.gateway.auth import AUTH, EdgeAuth, auth_middleware, auth_reload_ctx
+from lanterna.gateway.auth import AUTH, EdgeAuth, auth_reload_ctx
 from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.flow_metrics import FlowCollector
-from lanterna.gateway.middleware import error_middleware
+from lanterna.gateway.front import edge_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
 from lanterna.gateway.reload import start_reloader, timed
 from lanterna.gateway.routes import add_routes, render_metrics
@@ -160,13 +160,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_app(gw: Gateway) -> web.Application:
-    """The client-facing app. Middlewares, outermost first: errors -> OpenAI shape; drain (refuse new requests
-    while shutting down); authentication + request-rate charge for ``/v1/*`` (before the body is read).
+    """The client-facing app. One middleware (``gateway.front``), in this order: errors -> OpenAI shape; drain
+    (refuse new requests while shutting down); authentication + request-rate charge for ``/v1/*`` (before the
+    body is read).
     Raises ConfigError for a bad auth config (no keys, unreadable upstream credential)."""
     gcfg = gw.cfg.gateway
     gw.auth = EdgeAuth.from_config(gw.cfg.auth)
     gw.shutdown = Shutdown(gcfg.limits.shutdown_retry_after_s)
-    app = web.Application(middlewares=[error_middleware, gw.shutdown.middleware, auth_middleware],
+    app = web.Application(middlewares=[edge_middleware(gw.shutdown, gw.auth)],
                           client_max_size=gcfg.max_body_bytes)
     app[GATEWAY] = gw
     app[AUTH] = gw.auth

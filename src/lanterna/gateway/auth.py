@@ -1,7 +1,7 @@
 """Client and admin authentication for the aiohttp app: who is calling, may they, and at what rate.
 
     auth = EdgeAuth.from_config(cfg.auth)            # once; app[AUTH] = auth
-    middlewares=[error_middleware, auth_middleware]  # principal on request[PRINCIPAL] for /v1/* routes
+    middlewares=[edge_middleware(shutdown, auth)]    # gateway.front; principal on request[PRINCIPAL] (/v1/*)
     prepare(): principal_of(request) -> effective_priority / effective_fairness / auth.check_model
     admission: auth.charge_tokens(principal, prompt_estimate + max_tokens)
     admin routes: require_admin(handler) ; metrics: require_admin(handler, unconfigured="open")
@@ -145,15 +145,20 @@ def principal_of(request: web.Request) -> Principal:
     return request.get(PRINCIPAL) or anonymous(0)
 
 
+def authorize(auth: EdgeAuth, request: web.Request) -> None:
+    """Authenticate a ``/v1/*`` request and charge its request rate, before its body is read; the principal
+    lands on ``request[PRINCIPAL]``. Raises ``Unauthorized`` (401) or ``KeyRateLimited`` (429)."""
+    p = auth.authenticate(request.headers)
+    auth.charge_request(p)
+    request[PRINCIPAL] = p
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate ``/v1/*`` requests and charge their request rate before the body is read. Place it
-    inside ``error_middleware`` so its 401/429 get the OpenAI body."""
+    """``authorize`` as a middleware of its own. Place it inside ``error_middleware`` so its 401/429 get the
+    OpenAI body (the gateway runs ``gateway.front.edge_middleware``: errors, drain and auth in one frame)."""
     if request.path.startswith(CLIENT_PATH_PREFIX):
-        auth = request.app[AUTH]
-        p = auth.authenticate(request.headers)
-        auth.charge_request(p)
-        request[PRINCIPAL] = p
+        authorize(request.app[AUTH], request)
     return await handler(request)
 
 

@@ -18,7 +18,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -59,16 +59,13 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     if request.content_length is not None and not enc and request.content_length > cap:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the {cap}-byte limit",
                               param="body")
-    parts: list[bytes] = []
-    size = 0
+    content = request.content
     try:
-        async with asyncio.timeout(limits.body_timeout_s):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > cap:
-                    raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit"
-                                          + (" after decompression" if enc else ""), param="body")
-                parts.append(chunk)
+        if content.is_eof():  # the whole body came with the headers (most requests): no deadline to arm
+            parts = await _read_all(content, cap, enc)
+        else:
+            async with asyncio.timeout(limits.body_timeout_s):
+                parts = await _read_all(content, cap, enc)
     except TimeoutError:
         raise RequestTimeout(f"request body not received within {limits.body_timeout_s:g}s",
                              param="body") from None
@@ -78,6 +75,18 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     body = parts[0] if len(parts) == 1 else b"".join(parts)
     check_json_body(body, limits.max_json_depth)
     return body
+
+
+async def _read_all(content: StreamReader, cap: int, enc: str) -> list[bytes]:
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit"
+                                  + (" after decompression" if enc else ""), param="body")
+        parts.append(chunk)
+    return parts
 
 
 # A JSON string with its escapes, matched possessively (no backtracking): replaced by "" so brackets inside

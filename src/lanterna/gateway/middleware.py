@@ -63,8 +63,24 @@ def http_error(exc: web.HTTPException) -> LanternaError:
     return err
 
 
+def answer_error(exc: Exception, rid: str, request: web.BaseRequest) -> web.Response:
+    """The error edge's answer to ``exc`` (call it from an ``except Exception`` block): a ``LanternaError`` or
+    aiohttp's 4xx/5xx in the OpenAI shape; anything else logged with the request id and answered 500.
+    A redirect (``HTTPException`` under 400) is re-raised for aiohttp to send."""
+    if isinstance(exc, LanternaError):
+        return error_response(exc, rid)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return error_response(http_error(exc), rid)
+    log.error("unhandled_error", exc_info=exc, extra={"path": request.path})
+    return error_response(InternalError(f"internal error (request id {rid})"), rid)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id + error shaping alone (the metrics listener, small apps); the client-facing gateway runs
+    ``gateway.front.edge_middleware``, which does this plus drain and auth in one frame."""
     rid = request.headers.get("x-request-id") or new_request_id()
     token = REQUEST_ID.set(rid)
     try:
@@ -72,14 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if not resp.prepared:
             resp.headers["x-request-id"] = rid
         return resp
-    except LanternaError as err:
-        return error_response(err, rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(http_error(exc), rid)
-    except Exception:
-        log.exception("unhandled_error", extra={"path": request.path})
-        return error_response(InternalError(f"internal error (request id {rid})"), rid)
+    except Exception as exc:
+        return answer_error(exc, rid, request)
     finally:
         REQUEST_ID.reset(token)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import logging
 
+import zmq
+
 from lanterna.config.epp import EppConfig
 from lanterna.config.model import LanternaConfig
+from lanterna.errors import ConfigError
 from lanterna.gateway.reload import PRECISE_TYPE, uses_precise
 from lanterna.gateway.state import Gateway
 from lanterna.kvindex.index import KVIndex
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER = "default"  # kvindex.tokenizer value meaning Lanterna's packaged tokenizer (what sims use)
 
-__all__ = ["DEFAULT_TOKENIZER", "PRECISE_TYPE", "make_kv_index", "start_precise", "stop_precise", "uses_precise"]
+__all__ = ["DEFAULT_TOKENIZER", "PRECISE_TYPE", "make_kv_index", "shared_kv_endpoint", "start_precise", "stop_precise",
+           "uses_precise"]
 
 
 def make_kv_index(cfg: LanternaConfig, epp: EppConfig) -> KVIndex | None:
@@ -36,6 +40,25 @@ def make_kv_index(cfg: LanternaConfig, epp: EppConfig) -> KVIndex | None:
 
     k = cfg.kvindex
     return KVIndex(capacity=k.max_keys, weights=TierWeights(**k.tier_weights), map_capacity=k.map_capacity)
+
+
+def shared_kv_endpoint(cfg: LanternaConfig) -> tuple[str | None, str]:
+    """The shared KV-event socket address and topic filter: ``kvindex.zmq_endpoint``, else llm-d's
+    ``kvEventsConfig.zmqEndpoint`` / ``topicFilter`` in the precise scorer's parameters."""
+    k = cfg.kvindex
+    if k.zmq_endpoint:
+        return k.zmq_endpoint, k.topic_filter
+    from lanterna.scheduler import default_epp_config, load_epp_config
+
+    epp = load_epp_config(cfg.scheduler) if cfg.scheduler else default_epp_config()
+    for plugin in epp.plugins:
+        if plugin.type == PRECISE_TYPE and plugin.parameters:
+            ev = plugin.parameters.get("kvEventsConfig")
+            if not isinstance(ev, dict):
+                ev = (plugin.parameters.get("indexerConfig") or {}).get("kvEventsConfig")
+            if isinstance(ev, dict) and isinstance(ev.get("zmqEndpoint"), str):
+                return ev["zmqEndpoint"], str(ev.get("topicFilter") or k.topic_filter)
+    return None, k.topic_filter
 
 
 async def start_precise(gw: Gateway) -> None:
@@ -48,6 +71,13 @@ async def start_precise(gw: Gateway) -> None:
     from lanterna.kvindex.zmq_source import KVEventSubscriberManager
 
     gw.kv_events = KVEventSubscriberManager(gw.kv_index)
+    shared, topics = shared_kv_endpoint(gw.cfg)
+    if shared:
+        try:
+            gw.kv_events.listen(shared, topics)
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"kvindex.zmq_endpoint {shared}: {exc}") from None
+        log.info("kv_events_shared_socket", extra={"address": gw.kv_events.shared_address})
     for ep in gw.store.all():
         await gw.subscribe(ep)
     tok = gw.cfg.kvindex.tokenizer

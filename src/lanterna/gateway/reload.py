@@ -77,8 +77,9 @@ def build_scheduler(gw: RoutingState, epp: EppConfig) -> Scheduler:
 
 def timed(gw: RoutingState, sched: Scheduler) -> Scheduler:
     """Report ``sched``'s plugin calls to the gateway's per-plugin duration histogram (GAIE's
-    ``inference_extension_plugin_duration_seconds``): every scheduler the gateway runs goes through here."""
-    sched.set_plugin_timer(gw.metrics.observe_plugin, time.perf_counter)
+    ``inference_extension_plugin_duration_seconds``): every scheduler the gateway runs goes through here.
+    One scheduling cycle in ``gateway.plugin_timing_every`` is timed (see ``Scheduler.set_plugin_timer``)."""
+    sched.set_plugin_timer(gw.metrics.observe_plugin, time.perf_counter, every=gw.cfg.gateway.plugin_timing_every)
     return sched
 
 

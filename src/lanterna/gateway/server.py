@@ -177,7 +177,8 @@ class Shutdown:
     """Readiness off -> refuse new requests (503 + Retry-After, connection closed) -> wait for in-flight
     requests (streams included: a handler returns when its stream ends) up to a deadline.
 
-    Install ``shutdown.middleware`` inside ``error_middleware``; answer ``/ready`` 503 while ``draining``."""
+    Install ``shutdown.middleware`` inside ``error_middleware`` (the gateway's ``gateway.front.edge_middleware``
+    does both in one frame); answer ``/ready`` 503 while ``draining``."""
 
     __slots__ = ("_idle", "_in_flight", "draining", "exempt", "retry_after_s")
 
@@ -193,24 +194,35 @@ class Shutdown:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def refusal(self, request_id: str | None) -> web.Response:
+        """The 503 (Retry-After, connection closed) for a request that arrives while draining."""
+        err = ServiceUnavailable("The gateway is shutting down; retry on another instance.",
+                                 headers={"retry-after": str(self.retry_after_s)})
+        resp = error_response(err, request_id)
+        resp.force_close()
+        return resp
+
+    def enter(self) -> None:
+        """A request was admitted; pair with exactly one ``leave``."""
+        self._in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in self.exempt:
             return await handler(request)
         if self.draining:
-            err = ServiceUnavailable("The gateway is shutting down; retry on another instance.",
-                                     headers={"retry-after": str(self.retry_after_s)})
-            resp = error_response(err, request.headers.get("x-request-id"))
-            resp.force_close()
-            return resp
-        self._in_flight += 1
-        self._idle.clear()
+            return self.refusal(request.headers.get("x-request-id"))
+        self.enter()
         try:
             return await handler(request)
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            self.leave()
 
     async def drain(self, timeout_s: float) -> int:
         """Stop admitting and wait up to ``timeout_s`` for in-flight requests; returns how many remain

@@ -67,10 +67,11 @@ class Gateway(RoutingState):
                     scope.reschedule(now)
 
     async def subscribe(self, ep: Endpoint) -> None:
-        """Subscribe to ``ep``'s KV-event publisher (precise routing; no-op without one)."""
+        """Subscribe to ``ep``'s KV-event publisher (precise routing): its own address, else the shared socket
+        (``kvindex.zmq_endpoint``: its messages are told apart by topic); no-op without either."""
         kv = self.kv_events
         bases = sorted(m for m in ep.models if self.store.base_model_of(m) is None)
-        if kv is None or not ep.kv_events_endpoint or not bases:
+        if kv is None or not bases or not (ep.kv_events_endpoint or kv.shared_address):
             return
         k = self.cfg.kvindex
         replay = k.replay_endpoints.get(ep.address) or k.replay_endpoints.get(ep.id)

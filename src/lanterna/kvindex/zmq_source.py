@@ -6,6 +6,12 @@ are drained in bounded batches (``max_batch``) and applied on the event loop: ap
 block, so a batch holds the loop for well under a millisecond, and the loop gets a turn between
 batches. ZMQ's receive high-water mark bounds the memory a flood can take; what it drops shows up as a
 sequence gap and triggers a replay or resync. Replays use a DEALER to the publisher's ROUTER.
+
+Shared socket (llm-d's ``kvEventsConfig.zmqEndpoint``): ``listen("tcp://*:5557")`` binds one SUB socket that
+every publisher connects to (vLLM connects when its ``endpoint`` has no wildcard); an address without a wildcard
+is connected to instead (one upstream, e.g. a forwarder). Endpoints are then registered with no address of their
+own and each message is routed to its endpoint by topic (``kvindex.topics``); per-endpoint ordering, gaps and
+replays work as with one socket each, since every publisher numbers its own messages.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import zmq
 import zmq.asyncio
 
 from lanterna.kvindex.apply import EventApplier, Verdict
 from lanterna.kvindex.index import KVIndex
+from lanterna.kvindex.topics import TopicRouter
 from lanterna.protocol.kv_events import REPLAY_END_SEQ, decode_seq, encode_seq
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,7 @@ class _Sub:
     endpoint_id: str
     zmq_endpoint: str
     replay_endpoint: str | None
-    sock: zmq.asyncio.Socket
+    sock: zmq.asyncio.Socket | None  # None: its messages arrive on the shared socket
     task: asyncio.Task[None] | None = None
     monitor: asyncio.Task[None] | None = None
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
@@ -62,6 +70,24 @@ class KVEventSubscriberManager:
         self._max_batch = max_batch
         self._replay_timeout_s = replay_timeout_s
         self._applied = asyncio.Event()  # set after every applied batch, for ``wait_until``
+        self._shared: zmq.asyncio.Socket | None = None
+        self._shared_task: asyncio.Task[None] | None = None
+        self.router = TopicRouter()
+        self.shared_address: str | None = None
+
+    def listen(self, address: str, topic_filter: str = "kv@") -> None:
+        """Open the shared socket: bind ``address`` when it has a wildcard (or is ipc/inproc), else connect."""
+        if self._shared is not None:
+            return
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt_string(zmq.SUBSCRIBE, topic_filter)
+        wild = "*" in address or "::" in address or address.startswith(("ipc://", "inproc://"))
+        (sock.bind if wild else sock.connect)(address)
+        self._shared = sock
+        self.shared_address = sock.getsockopt_string(zmq.LAST_ENDPOINT) if wild else address
+        self._shared_task = asyncio.create_task(self._run_shared(sock), name="kv-sub:shared")
 
     @property
     def endpoints(self) -> list[str]:
@@ -70,15 +96,21 @@ class KVEventSubscriberManager:
     async def add_endpoint(
         self,
         endpoint_id: str,
-        zmq_endpoint: str,
+        zmq_endpoint: str | None,
         model: str,
         replay_endpoint: str | None = None,
         *,
         storage: str | None = None,
         topic_filter: str = "kv@",
     ) -> None:
-        """Subscribe to ``zmq_endpoint`` (e.g. ``tcp://10.0.0.5:5557``) for ``model``'s events."""
+        """Subscribe to ``zmq_endpoint`` (e.g. ``tcp://10.0.0.5:5557``) for ``model``'s events; None: take them
+        from the shared socket (``listen``), by topic."""
         if endpoint_id in self._subs:
+            return
+        if zmq_endpoint is None:
+            self.applier.add_endpoint(endpoint_id, model, replay=replay_endpoint is not None, storage=storage)
+            self._subs[endpoint_id] = _Sub(endpoint_id, "", replay_endpoint, None)
+            self.router.add(endpoint_id)
             return
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
@@ -99,11 +131,20 @@ class KVEventSubscriberManager:
         if sub is None:
             return
         await self._stop(sub)
+        self.router.remove(endpoint_id)
         self.applier.remove_endpoint(endpoint_id)
 
     async def close(self) -> None:
         for eid in list(self._subs):
             await self.remove_endpoint(eid)
+        if self._shared_task is not None:
+            self._shared_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shared_task
+            self._shared_task = None
+        if self._shared is not None:
+            self._shared.close(linger=0)
+            self._shared = None
 
     async def wait_applied(self, endpoint_id: str, seq: int, timeout_s: float = 10.0) -> None:
         """Return once the message with sequence ``seq`` (or a later one) from the endpoint is applied."""
@@ -135,9 +176,10 @@ class KVEventSubscriberManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(zmq.ZMQError):
-            sub.sock.disable_monitor()
-        sub.sock.close(linger=0)
+        if sub.sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sub.sock.disable_monitor()
+            sub.sock.close(linger=0)
         for _, fut in sub.waiters:
             if not fut.done():
                 fut.cancel()
@@ -158,6 +200,7 @@ class KVEventSubscriberManager:
 
     async def _run(self, sub: _Sub) -> None:
         sock, eid, applier = sub.sock, sub.endpoint_id, self.applier
+        assert sock is not None  # only endpoints with a socket of their own get this task
         try:
             while True:
                 frames = await sock.recv_multipart()
@@ -179,6 +222,50 @@ class KVEventSubscriberManager:
             raise
         except Exception:  # never let one publisher kill the gateway; log and stop this stream
             log.exception("kv_subscriber_failed", extra={"endpoint": eid})
+
+    async def _run_shared(self, sock: zmq.asyncio.Socket) -> None:
+        """The shared socket's loop: route each message by topic, then apply it as its endpoint's own socket
+        would. Unknown topics (a pod not discovered yet, or not ours) are counted and dropped."""
+        applier, router = self.applier, self.router
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                touched: dict[str, _Sub] = {}
+                n = 0
+                while True:
+                    sub = self._route(frames, router)
+                    if sub is None:
+                        applier.counters.malformed["unknown_topic"] += 1
+                    else:
+                        touched[sub.endpoint_id] = sub
+                        if applier.ingest(sub.endpoint_id, frames, time.time()) is Verdict.REPLAY:
+                            await self._replay(sub)
+                    n += 1
+                    if n >= self._max_batch:
+                        break
+                    try:
+                        frames = await sock.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                for sub in touched.values():
+                    if sub.endpoint_id in self._subs:
+                        self._wake(sub)
+                if n >= self._max_batch:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("kv_shared_subscriber_failed", extra={"address": self.shared_address})
+
+    def _route(self, frames: list[bytes], router: TopicRouter) -> _Sub | None:
+        if not frames:
+            return None
+        topic = frames[0]
+        rank = None
+        if len(frames) == 3 and router.needs_rank(topic):
+            rank = _dp_rank(frames[2])
+        eid = router.resolve(topic, rank)
+        return self._subs.get(eid) if eid is not None else None
 
     async def _watch(self, sub: _Sub, mon: zmq.asyncio.Socket) -> None:
         """A reconnect after a disconnect may be a restarted publisher: tell the applier."""
@@ -227,3 +314,20 @@ class KVEventSubscriberManager:
         finally:
             dealer.close(linger=0)
             self.applier.finish_replay(eid, time.time())
+
+
+class _RankOnly(msgspec.Struct, array_like=True):
+    ts: msgspec.Raw
+    events: msgspec.Raw
+    data_parallel_rank: int | None = None
+
+
+_rank_decoder = msgspec.msgpack.Decoder(_RankOnly)
+
+
+def _dp_rank(payload: bytes) -> int | None:
+    """The payload's ``data_parallel_rank`` without decoding its events (only for ambiguous topics)."""
+    try:
+        return _rank_decoder.decode(payload).data_parallel_rank
+    except msgspec.DecodeError:
+        return None

@@ -7,6 +7,13 @@ the ``AccessRecord`` dataclass and handed to the logger's handlers as the messag
 elsewhere (a file, a collector, ``logging.config``) stays the usual stdlib way, and a disabled logger
 costs one ``isEnabledFor`` check.
 
+The default destination (``setup_access_log``, which ``lanterna gateway`` / ``lanterna up`` call) is stdout
+through a ``LineSink``: while that sink's handler is the logger's only handler (and the logger has no
+filters), ``AccessLog.write`` skips the LogRecord altogether and appends the line to the sink, which writes
+all lines of one event-loop iteration with one ``write`` + ``flush`` per 4 KB (instead of one per request).
+Add a handler or filter to ``lanterna.access`` (``logging.config``, ``logger.addHandler``) and every line goes
+through the logger again, to every handler, in order.
+
 Fields (JSON keys, in order): ts, request_id, method, path, model, adapter, endpoint, prefill_endpoint,
 profile, status, prompt_tokens, cached_tokens, output_tokens, ttft_ms, duration_ms, retries, stream,
 fairness_id, priority, client, error. Unknown values are ``null`` (JSON) or ``-`` (text).
@@ -14,10 +21,13 @@ fairness_id, priority, client, error. Unknown values are ``null`` (JSON) or ``-`
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
+import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO
 
 import msgspec
 
@@ -79,6 +89,86 @@ def format_text(rec: AccessRecord) -> str:
     )
 
 
+class LineSink:
+    """Buffers lines and writes them to ``stream`` (``sys.stdout`` as it is at write time when None) once per
+    event-loop iteration, or at once when ``max_lines`` are waiting or no loop is running. Lines still waiting
+    at interpreter exit are written by an ``atexit`` hook."""
+
+    __slots__ = ("__weakref__", "_lines", "_pending", "_stream", "max_lines")
+
+    def __init__(self, stream: TextIO | None = None, max_lines: int = 256) -> None:
+        self._stream = stream
+        self._lines: list[str] = []
+        self._pending = False
+        self.max_lines = max_lines
+        _SINKS.add(self)
+
+    def write(self, line: str) -> None:
+        lines = self._lines
+        lines.append(line)
+        if self._pending:
+            if len(lines) >= self.max_lines:
+                self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._pending = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._pending = False
+        lines = self._lines
+        if not lines:
+            return
+        self._lines = []
+        stream = self._stream or sys.stdout
+        # NOTE: written in chunks of whole lines under PIPE_BUF, each flushed by itself: a write that small to
+        # a pipe is atomic, so the workers of ``--workers N`` sharing one stdout never interleave within a line.
+        chunk: list[str] = []
+        size = 0
+        try:
+            for line in lines:
+                n = len(line) + 1
+                if chunk and size + n > _ATOMIC_WRITE:
+                    stream.write("\n".join(chunk) + "\n")
+                    stream.flush()
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += n
+            stream.write("\n".join(chunk) + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # stdout closed or gone (a dead pipe): lose the lines, keep serving
+            pass
+
+
+_ATOMIC_WRITE = 4096  # POSIX PIPE_BUF minimum
+_SINKS: weakref.WeakSet[LineSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_sinks() -> None:
+    for sink in list(_SINKS):
+        sink.flush()
+
+
+class SinkHandler(logging.Handler):
+    """The handler ``setup_access_log`` installs: messages go to a ``LineSink``. ``AccessLog`` bypasses the
+    LogRecord while this is the logger's only handler; records logged the usual way still arrive here."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.write(record.getMessage())
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
 class AccessLog:
     """Writes ``AccessRecord``s to the ``lanterna.access`` logger. ``mode="off"`` makes ``write`` a no-op."""
 
@@ -97,24 +187,28 @@ class AccessLog:
     def write(self, rec: AccessRecord) -> None:
         if self.mode == "off" or not self._logger.isEnabledFor(logging.INFO):
             return
+        lg = self._logger
+        handlers = lg.handlers
+        if len(handlers) == 1 and type(handlers[0]) is SinkHandler and not lg.filters and not lg.propagate:
+            handlers[0].sink.write(self._fmt(rec))  # the default stdout path: no LogRecord (module doc)
+            return
         # NOTE: the rendered line is the message and there are no args, so handlers with the default
         # "%(message)s" formatter print it verbatim; a user's formatter may still add a prefix.
         # makeRecord + handle skips Logger.info's findCaller stack walk (about half the cost).
-        lg = self._logger
         lg.handle(lg.makeRecord(lg.name, logging.INFO, "access", 0, self._fmt(rec), (), None))
 
 
-def setup_access_log(mode: AccessLogMode, stream: object | None = None) -> AccessLog:
-    """Give ``lanterna.access`` its own stdout handler (message only) and stop it reaching the root
-    logger, whose JSON formatter would wrap the line a second time. Idempotent: re-running replaces the
+def setup_access_log(mode: AccessLogMode, stream: TextIO | None = None) -> AccessLog:
+    """Give ``lanterna.access`` its own stdout sink (message only, ``LineSink``) and stop it reaching the
+    root logger, whose JSON formatter would wrap the line a second time. Idempotent: re-running replaces the
     handler this function added, and leaves any handler a user configured alone."""
     logger = logging.getLogger(ACCESS_LOGGER)
     for h in list(logger.handlers):
         if getattr(h, "_lanterna_access", False):
+            h.flush()
             logger.removeHandler(h)
     if mode != "off":
-        handler = logging.StreamHandler(stream or sys.stdout)  # type: ignore[arg-type]
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = SinkHandler(LineSink(stream))
         handler._lanterna_access = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

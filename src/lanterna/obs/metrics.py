@@ -2,15 +2,15 @@
 
 Names and labels follow GAIE's EPP (``inference_objective_*`` labelled ``model_name`` and
 ``target_model_name``; ``inference_pool_*`` labelled ``name``; ``inference_extension_*``). One registry per
-gateway instance so tests can run several in one process.
+gateway instance so tests can run several in one process. The per-request histograms are ``LeanHistogram``s
+(``obs/histogram.py``: same exposition, a fraction of ``prometheus_client``'s cost per observation).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
-
+from lanterna.obs.histogram import HistogramChild, LeanHistogram
 from lanterna.protocol import metrics_names as mn
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # GAIE's EPP exports no *_created series
@@ -70,35 +70,36 @@ class GatewayMetrics:
         "output_tokens", "running_requests", "pool_kv", "pool_queue", "pool_ready", "pod_queue",
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
         "ntpot", "request_sizes", "response_sizes", "prompt_cached_tokens", "plugin_duration",
-        "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed",
+        "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed", "disagg_decisions",
+        "pd_fallbacks",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
         self._children: dict[tuple[str, str], ObjectiveChildren] = {}
-        self._plugin_children: dict[tuple[str, str, str], Any] = {}
+        self._plugin_children: dict[tuple[str, str, str], HistogramChild] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.request_total = Counter("inference_objective_request_total",
                                      "The counter of requests broken out for each model.", _OBJ, registry=r)
         self.request_error_total = Counter("inference_objective_request_error_total",
                                            "The counter of requests errors broken out for each model.",
                                            (*_OBJ, "error_code"), registry=r)
-        self.request_duration = Histogram("inference_objective_request_duration_seconds",
+        self.request_duration = LeanHistogram("inference_objective_request_duration_seconds",
                                           "Distribution of response latency.", _OBJ, buckets=_DURATION_BUCKETS,
                                           registry=r)
-        self.input_tokens = Histogram("inference_objective_input_tokens", "Distribution of input token count.",
+        self.input_tokens = LeanHistogram("inference_objective_input_tokens", "Distribution of input token count.",
                                       _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
-        self.output_tokens = Histogram("inference_objective_output_tokens", "Distribution of output token count.",
+        self.output_tokens = LeanHistogram("inference_objective_output_tokens", "Distribution of output token count.",
                                        _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
-        self.ntpot = Histogram(mn.GAIE_NTPOT,
+        self.ntpot = LeanHistogram(mn.GAIE_NTPOT,
                                "Inference objective latency divided by number of output tokens in seconds for each "
                                "model and target model.", _OBJ, buckets=_NTPOT_BUCKETS, registry=r)
-        self.request_sizes = Histogram(mn.GAIE_REQUEST_SIZES,
+        self.request_sizes = LeanHistogram(mn.GAIE_REQUEST_SIZES,
                                        "Inference objective requests size distribution in bytes for each model and "
                                        "target model.", _OBJ, buckets=_REQUEST_SIZE_BUCKETS, registry=r)
-        self.response_sizes = Histogram(mn.GAIE_RESPONSE_SIZES,
+        self.response_sizes = LeanHistogram(mn.GAIE_RESPONSE_SIZES,
                                         "Inference objective responses size distribution in bytes for each model and "
                                         "target model.", _OBJ, buckets=_RESPONSE_SIZE_BUCKETS, registry=r)
-        self.prompt_cached_tokens = Histogram(mn.GAIE_PROMPT_CACHED_TOKENS,
+        self.prompt_cached_tokens = LeanHistogram(mn.GAIE_PROMPT_CACHED_TOKENS,
                                               "Inference objective prompt cached token count distribution for "
                                               "requests in each model.", _OBJ, buckets=_TOKEN_BUCKETS, registry=r)
         self.running_requests = Gauge("inference_objective_running_requests",
@@ -114,14 +115,14 @@ class GatewayMetrics:
         self.pod_queue = Gauge("inference_pool_per_pod_queue_size", "The total number of requests pending in the "
                                "model server queue for each underlying pod.", ("name", "model_server_pod"),
                                registry=r)
-        self.scheduler_e2e = Histogram("inference_extension_scheduler_e2e_duration_seconds",
+        self.scheduler_e2e = LeanHistogram("inference_extension_scheduler_e2e_duration_seconds",
                                        "End-to-end scheduling latency distribution in seconds.",
                                        buckets=_SCHED_BUCKETS, registry=r)
         self.scheduler_attempts = Counter(mn.GAIE_SCHEDULER_ATTEMPTS,
                                           "Total number of scheduling attempts.", ("status",), registry=r)
         self.scheduled_ok = self.scheduler_attempts.labels("success")  # resolved once: counted per request
         self.scheduled_failed = self.scheduler_attempts.labels("failure")
-        self.plugin_duration = Histogram(mn.GAIE_PLUGIN_DURATION,
+        self.plugin_duration = LeanHistogram(mn.GAIE_PLUGIN_DURATION,
                                          "Plugin processing latency distribution in seconds for each extension "
                                          "point, plugin type and plugin name.", _PLUGIN, buckets=_SCHED_BUCKETS,
                                          registry=r)
@@ -132,6 +133,14 @@ class GatewayMetrics:
         self.upstream_failures_total = Counter("lanterna_gateway_upstream_failures_total",
                                                "Failed upstream attempts by endpoint and reason.",
                                                ("endpoint", "reason"), registry=r)
+        # llm-d's P/D decision counter (decision_type decode-only | prefill-decode), and the prefill legs that
+        # gave no KV (the decode endpoint served the request aggregated) by reason.
+        self.disagg_decisions = Counter("llm_d_inference_scheduler_disagg_decision_total",
+                                        "Total number of disaggregation routing decisions made",
+                                        ("model_name", "decision_type"), registry=r)
+        self.pd_fallbacks = Counter("lanterna_gateway_pd_prefill_fallbacks_total",
+                                    "P/D prefill legs that failed; the decode endpoint prefilled locally.",
+                                    ("reason",), registry=r)
         self.circuit_open = Gauge("lanterna_gateway_circuit_open", "1 while an endpoint's circuit is open.",
                                   ("endpoint",), registry=r)
 

@@ -62,9 +62,11 @@ from lanterna.routing.fields import (
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
 from lanterna.scheduler.framework.types import ApiKind, SchedRequest
+from lanterna.scheduler.plugins.profile.disagg import DisaggProfileHandler
 
 DEFAULT_MAX_TOKENS = 16  # vLLM's default for completions; only used for load estimates
 NO_ENDPOINT_RETRY_AFTER_S = 5  # Retry-After for a known model with no ready endpoint (health checks run every ~1 s)
@@ -286,6 +288,9 @@ def schedule(state: RoutingState, call: InferenceCall) -> list[Endpoint]:
         sched.pre_request(call.sreq, result)
         order = call.order = attempt_order(result.targets, allowed, state.cfg.gateway.retries.max_attempts)
         pf = call.prefill = result.prefill()
+        if isinstance(sched.handler, DisaggProfileHandler):
+            pd = pf is not None and bool(order) and pf.id != order[0].id
+            m.disagg_decisions.labels(call.labels[0], DECISION_PREFILL_DECODE if pd else DECISION_DECODE_ONLY).inc()
         if call.trace.recording:
             span.set("lanterna.endpoint", order[0].id if order else "")
             span.set("lanterna.profile", result.primary_profile or "")

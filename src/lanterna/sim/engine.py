@@ -281,7 +281,7 @@ class Engine:
             self._transfer_s += (computed - num_hit) * self.config.kv_bytes_per_token / self.config.kv_transfer_bandwidth_bps
         if first:
             s.started = True
-            s.num_cached_tokens = num_hit
+            s.num_cached_tokens = computed  # as vLLM: local prefix hits plus tokens whose KV was pulled
             self.kv.prefix_cache_queries += num_tokens
             self.kv.prefix_cache_hits += sum(1 for b, _ in hits if b >= 0) * self.config.block_size
         return n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,9 @@ class EngineConfig:
     kv_bytes_per_token: int = 131072  # for transfer times (tiers, P/D)
     cpu_bandwidth_bps: float = 25e9
     storage_bandwidth_bps: float = 2e9
-    kv_transfer_bandwidth_bps: float = 25e9  # P/D remote prefill pull
+    # P/D remote prefill pull charged inside the admitting step (blocks the batch). Drivers that model the link
+    # (sim.pd, cluster.virtual_pd) pay the transfer *before* admission, as NIXL's async read does, and keep inf.
+    kv_transfer_bandwidth_bps: float = math.inf
     eos_probability: float = 0.02  # per token after min_tokens, when ignore_eos is False
     scheduling_policy: SchedulingPolicy = "fcfs"  # vLLM's --scheduling-policy
     # Drivers that only count tokens (the virtual cluster) set this: a token that is neither a request's

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from lanterna.errors import InternalError, InvalidRequest
 from lanterna.protocol import openai as oai
+from lanterna.sim.pd import PULL_PATH
 from lanterna.sim.sse import ChunkTemplate
 from lanterna.sim.types import EngineRequest, RemotePrefill
 
@@ -38,6 +39,7 @@ def add_routes(app: web.Application, srv: SimServer) -> None:
     app.router.add_post("/v1/load_lora_adapter", h.load_lora)
     app.router.add_post("/v1/unload_lora_adapter", h.unload_lora)
     app.router.add_post("/reset_prefix_cache", h.reset_prefix_cache)
+    app.router.add_post(PULL_PATH, h.kv_pull)
 
 
 class _Handlers:
@@ -89,11 +91,14 @@ class _Handlers:
             await asyncio.sleep(srv.failures.stall_s)
         kv = req.kv_transfer_params
         remote = None
+        arrival = srv.engine_now()
         if kv is not None and kv.do_remote_prefill:
             remote = RemotePrefill(kv.remote_engine_id, kv.remote_block_ids, kv.remote_host, kv.remote_port)
+            if srv.pd is not None:
+                remote = await self._transfer(remote, len(ids))
         rid = oai.new_id("chatcmpl-" if chat else "cmpl-")
         ereq = EngineRequest(request_id=rid, prompt_token_ids=ids, max_tokens=max_tokens,
-                             arrival_time=srv.engine_now(), lora_name=lora, cache_salt=req.cache_salt,
+                             arrival_time=arrival, lora_name=lora, cache_salt=req.cache_salt,
                              seed=req.seed, remote_prefill=remote,
                              do_remote_decode=bool(kv is not None and kv.do_remote_decode), priority=req.priority)
         sink = srv.submit(ereq, lora)
@@ -104,6 +109,25 @@ class _Handlers:
             return await self._whole(sink, rid, model, ids, chat, ereq.do_remote_decode)
         finally:
             srv.abort(rid)  # no-op when finished; frees the seat when the client left
+
+    async def _transfer(self, remote: RemotePrefill, num_tokens: int) -> RemotePrefill | None:
+        """Decode side of P/D: pull the prefill's KV, then wait the link's transfer time before the engine
+        admits the request; None (prefill locally) when the pull failed."""
+        pd = self.srv.pd
+        assert pd is not None
+        if await pd.pull(remote) != "ok":
+            return None
+        wait_s = pd.link.transfer_s(num_tokens * self.srv.engine.config.kv_bytes_per_token) * self.srv.s.time_scale
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)  # NOTE: the transfer's duration, modelled; not waiting for an event
+        return remote
+
+    async def kv_pull(self, request: web.Request) -> web.Response:
+        """Sim-only stand-in for the NIXL read: 200 once per held lease, 404 when not (or no longer) held."""
+        data = oai.decode_request(await request.read(), oai.KVTransferParams)
+        pd = self.srv.pd
+        ok = pd is not None and pd.take(data.remote_block_ids, self.srv.engine_now())
+        return web.Response(status=200 if ok else 404)
 
     async def _whole(self, sink: TokenSink, rid: str, model: str, ids: list[int], chat: bool,
                      remote_decode: bool) -> web.Response:
@@ -119,10 +143,14 @@ class _Handlers:
         text = self.srv.tok.decode(out_ids)
         use = oai.usage(len(ids), len(out_ids), cached, chat=chat, stream=False)
         kv = None
-        if remote_decode:
+        pd = self.srv.pd
+        if remote_decode and (pd is None or pd.holds_kv):
             s = self.srv.s
+            blocks = self.srv.new_block_ids(len(ids))
+            if pd is not None:
+                pd.hold(blocks, self.srv.engine_now())
             kv = {"do_remote_prefill": True, "do_remote_decode": False,
-                  "remote_block_ids": self.srv.new_block_ids(len(ids)), "remote_engine_id": s.engine_id,
+                  "remote_block_ids": blocks, "remote_engine_id": s.engine_id,
                   "remote_host": s.host, "remote_port": s.port, "tp_size": 1}
         build = oai.chat_body if chat else oai.completion_body
         body = build(rid, int(time.time()), model, text, reason, use, kv)

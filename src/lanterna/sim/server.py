@@ -37,6 +37,7 @@ from lanterna.sim.engine import Engine
 from lanterna.sim.failures import FailureInjector
 from lanterna.sim.lora import LoraRegistry
 from lanterna.sim.metrics import RequestTiming, SimMetrics, observe_many
+from lanterna.sim.pd import SimPD
 from lanterna.sim.publisher import KVEventPublisher
 from lanterna.sim.types import EngineRequest, RequestTokens
 
@@ -86,7 +87,8 @@ class SimServer:
 
     def __init__(self, settings: SimSettings, engine: Engine, tokenizer: Any, metrics: SimMetrics,
                  publisher: KVEventPublisher | None = None, lora: LoraRegistry | None = None,
-                 failures: FailureInjector | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 failures: FailureInjector | None = None, wall_clock: Callable[[], float] = time.time,
+                 pd: SimPD | None = None) -> None:
         self.s = settings
         self.engine = engine
         self.tok = tokenizer
@@ -94,6 +96,7 @@ class SimServer:
         self.publisher = publisher
         self.lora = lora or LoraRegistry(enabled=False)
         self.failures = failures or FailureInjector()
+        self.pd = pd  # P/D roles (sim/pd.py); None: no KV held for decoders, no pulls (transfer is free)
         self._wall = wall_clock
         self._sinks: dict[str, TokenSink] = {}
         self._wake = asyncio.Event()
@@ -222,6 +225,8 @@ class SimServer:
                 await task
             if self.publisher is not None:
                 await self.publisher.close()
+            if self.pd is not None:
+                await self.pd.close()
 
     def build_app(self) -> web.Application:
         from lanterna.sim import routes

@@ -73,3 +73,29 @@ def test_library_default_is_unchanged() -> None:
     from lanterna.config.loader import load_config
 
     assert load_config(None, env={}).scheduler is None
+
+
+def test_kv_events_flag_sets_a_static_endpoints_publisher() -> None:
+    from lanterna.errors import ConfigError
+
+    cfg = load_from_args(_args("--endpoint", "127.0.0.1:8001", "--endpoint", "127.0.0.1:8002",
+                               "--kv-events", "127.0.0.1:8002=tcp://127.0.0.1:5558"))
+    assert [(e.address, e.kv_events) for e in cfg.endpoints.static] == [
+        ("127.0.0.1:8001", None), ("127.0.0.1:8002", "tcp://127.0.0.1:5558")]
+    for bad, msg in (("127.0.0.1:9=tcp://x:1", "no --endpoint"), ("127.0.0.1:8001", "expected HOST:PORT=")):
+        with pytest.raises(ConfigError, match=msg):
+            load_from_args(_args("--endpoint", "127.0.0.1:8001", "--kv-events", bad))
+
+
+def test_discovery_flags_make_a_spec() -> None:
+    from lanterna.k8s.discovery_args import spec_from_args
+
+    assert spec_from_args(_args("--endpoint", "h:1")) is None
+    spec = spec_from_args(_args("--pool", "llama", "--namespace", "ml", "--pod-kv-events-port", "5557"), ["m"])
+    assert spec is not None and (spec.pool, spec.namespace, spec.kv_events_port, spec.models) == (
+        "llama", "ml", 5557, ("m",))
+    spec = spec_from_args(_args("--selector", "app=vllm", "--target-port", "8000", "--target-port", "8001",
+                                "--namespace", "ml"))
+    assert spec is not None and spec.target_ports == (8000, 8001)
+    with pytest.raises(ValueError, match="for --selector"):
+        spec_from_args(_args("--pool", "p", "--target-port", "1", "--namespace", "ml"))

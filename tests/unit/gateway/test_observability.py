@@ -93,8 +93,9 @@ class Obs:
 
 
 @asynccontextmanager
-async def obs_gateway(tracer: Tracer | None = None) -> AsyncIterator[Obs]:
-    tree: dict[str, Any] = {"gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5}},
+async def obs_gateway(tracer: Tracer | None = None, plugin_timing_every: int = 1) -> AsyncIterator[Obs]:
+    tree: dict[str, Any] = {"gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5},
+                                        "plugin_timing_every": plugin_timing_every},
                             "endpoints": {"static": [{"address": A, "models": ["m"]}, {"address": B, "models": ["m"]},
                                                      {"address": DOWN, "models": ["other"]}],
                                           "health_interval_s": 3600, "scrape_interval_s": 3600,
@@ -268,3 +269,14 @@ async def test_every_scheduler_the_gateway_builds_reports_plugin_durations() -> 
         text = await (await h.http.get(h.url + "/metrics")).text()
     assert h.metric(text, "inference_extension_plugin_duration_seconds_count", extension_point="Picker") == 1
     assert h.metric(text, "inference_extension_scheduler_attempts_total", status="success") == 1
+
+
+async def test_plugin_durations_are_sampled_one_cycle_in_n() -> None:
+    async with obs_gateway(plugin_timing_every=3) as h:
+        h.t.script(A, OK)
+        h.t.script(B, OK)
+        for _ in range(4):  # cycles 0 and 3 are timed
+            assert (await h.post({"model": "m", "prompt": "x"})).status == 200
+        text = await (await h.http.get(h.url + "/metrics")).text()
+    assert h.metric(text, "inference_extension_plugin_duration_seconds_count", extension_point="Picker") == 2
+    assert h.metric(text, "inference_extension_scheduler_attempts_total", status="success") == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import logging
@@ -9,7 +10,15 @@ import logging
 import msgspec
 import pytest
 
-from lanterna.obs.access import ACCESS_LOGGER, AccessLog, AccessRecord, format_text, setup_access_log
+from lanterna.obs.access import (
+    ACCESS_LOGGER,
+    AccessLog,
+    AccessRecord,
+    LineSink,
+    SinkHandler,
+    format_text,
+    setup_access_log,
+)
 
 FIELDS = ["ts", "request_id", "method", "path", "status", "duration_ms", "model", "adapter", "endpoint",
           "prefill_endpoint", "profile", "prompt_tokens", "cached_tokens", "output_tokens", "ttft_ms",
@@ -95,3 +104,74 @@ def test_cli_logging_setup_puts_access_lines_on_stdout_and_config_defaults_to_js
         logging.getLogger(ACCESS_LOGGER).propagate = True
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    @property
+    def writes(self) -> int:
+        return len(self.sizes)
+
+    def write(self, s: str) -> int:
+        self.sizes.append(len(s))
+        return super().write(s)
+
+
+async def test_stdout_sink_writes_one_loop_iterations_lines_at_once_without_log_records(
+        caplog: pytest.LogCaptureFixture) -> None:
+    buf = CountingStream()
+    log = setup_access_log("json", stream=buf)
+    try:
+        made: list[logging.LogRecord] = []
+        factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(lambda *a, **kw: made.append(factory(*a, **kw)) or made[-1])
+        try:
+            for i in range(3):
+                log.write(_rec(request_id=f"r{i}"))
+            assert buf.getvalue() == "" and buf.writes == 0  # buffered until the loop turns
+            await asyncio.sleep(0)
+        finally:
+            logging.setLogRecordFactory(factory)
+        assert buf.writes == 1 and not made
+        assert [msgspec.json.decode(ln)["request_id"] for ln in buf.getvalue().splitlines()] == ["r0", "r1", "r2"]
+    finally:
+        setup_access_log("off")
+        logging.getLogger(ACCESS_LOGGER).propagate = True
+
+
+async def test_sink_flushes_when_full_and_a_users_handler_gets_every_line_through_the_logger() -> None:
+    buf = CountingStream()
+    log = setup_access_log("text", stream=buf)
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = logger.handlers[0]
+    assert isinstance(handler, SinkHandler)
+    handler.sink.max_lines = 2
+    theirs = io.StringIO()
+    try:
+        log.write(_rec(request_id="a"))
+        log.write(_rec(request_id="b"))  # the second waiting line fills the sink: written at once
+        assert buf.writes == 1 and buf.getvalue().count("\n") == 2
+        user = logging.StreamHandler(theirs)
+        logger.addHandler(user)  # someone routes the access log: the LogRecord path again, both handlers
+        log.write(_rec(request_id="c"))
+        await asyncio.sleep(0)
+        assert "rid=c" in theirs.getvalue() and "rid=c" in buf.getvalue()
+        logger.removeHandler(user)
+    finally:
+        setup_access_log("off")
+        logger.propagate = True
+
+
+def test_a_large_flush_is_written_in_whole_line_chunks_under_pipe_buf() -> None:
+    buf = CountingStream()
+    sink = LineSink(buf, max_lines=1000)
+    sink._pending = True  # as if a flush were scheduled: lines accumulate
+    lines = [f"line-{i:04d}-" + "x" * 180 for i in range(100)]
+    for ln in lines:
+        sink.write(ln)
+    sink.flush()
+    assert buf.getvalue().splitlines() == lines
+    assert buf.writes > 1 and max(buf.sizes) <= 4096  # each write ends on a line boundary (checked above)

@@ -44,8 +44,26 @@ def test_default_config_reports_each_plugin_once_per_cycle() -> None:
     calls.clear()
     s.schedule(req("x"), eps)
     assert calls == []
+    assert s._timed is None
     assert all(type(p) is SchedulerProfile and p.scorers[0].scorer.__class__.__name__ != "TimedScorer"
-               for p in s._run_profiles.values())
+               for p in s.profiles.values())
+
+
+def test_sampled_timing_reports_one_cycle_in_every_n_with_the_same_picks() -> None:
+    calls: list[tuple[str, str, str, float]] = []
+    plain, sampled = scheduler("default"), scheduler("default")
+    sampled.set_plugin_timer(lambda *a: calls.append(a), FakePerf(), every=4)
+    eps = [ep("a", num_waiting=1), ep("b", kv_cache_usage=0.5)]
+    for i in range(9):  # cycles 0, 4 and 8 are timed
+        r1, r2 = req(f"prompt {i} " * 8), req(f"prompt {i} " * 8)
+        a, b = plain.schedule(r1, eps), sampled.schedule(r2, eps)
+        assert [t.id for t in a.targets] == [t.id for t in b.targets]
+        plain.pre_request(r1, a)
+        sampled.pre_request(r2, b)
+        sampled.response_complete(r2, b, b.targets[0].id, 0)
+    assert sum(1 for c in calls if c[0] == "Picker") == 3
+    assert sum(1 for c in calls if c[0] == "DataProducer") == 3
+    assert sum(1 for c in calls if c[0] == "PreRequest") == 3 * len(sampled._pre)
 
 
 def test_pd_filters_and_handler_are_timed() -> None:

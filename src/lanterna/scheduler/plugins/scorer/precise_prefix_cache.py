@@ -7,8 +7,9 @@ for a prompt shorter than one block, every candidate scores 0 and ``num_without_
 so pair it with the approximate ``prefix-cache-scorer`` when tokenizers may be missing.
 
 Parameters: llm-d's ``blockSize`` (used until events/metrics report the server's), ``indexerConfig``,
-``kvEventsConfig``, ``tokenProcessorConfig`` (accepted; the index and subscriber read their sections
-from Lanterna's ``kvindex`` config), and ``tierWeights`` {gpu, cpu, storage} (ours, informational).
+``kvEventsConfig`` (its ``zmqEndpoint``/``topicFilter`` open the gateway's shared KV-event socket, which pods'
+publishers connect to: ``gateway.precise.shared_kv_endpoint``), ``tokenProcessorConfig`` (accepted; the index
+reads Lanterna's ``kvindex`` config), and ``tierWeights`` {gpu, cpu, storage} (ours, informational).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     lanterna plan memory --model llama-3.1-8b --gpu H100 [--tp 1] [--json]
     lanterna plan size --model llama-3.1-8b --gpu H100 --workload random:1000:200 --rate 20 \\
-        --slo ttft_p90=1,tpot_p90=50ms [--quick] [--out plan-out]
+        --slo ttft_p90=1,tpot_p90=50ms [--quick] [--pd] [--wide-ep] [--out plan-out]
     lanterna plan cpu-calibrate --url http://127.0.0.1:8100   # fit step times of a live vLLM on this CPU
 
 ``--model`` is a config.json, a model directory (safetensors headers give exact weight bytes) or a bundled
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--wide-ep", action="store_true", help="also try wide expert parallelism (MoE models)")
     p.add_argument("--cpu-offload-gib", type=float, default=None,
                    help="also try this much CPU KV offload per replica (skipped with --quick)")
+    p.add_argument("--pd", action="store_true", help="also try P/D disaggregation (1 in 4 and 1 in 2 replicas prefill)")
+    p.add_argument("--pd-link", default="rdma", choices=["nvlink", "rdma", "tcp"], help="P/D KV transfer link")
     p.add_argument("--policy", default="llm-d-default", help="routing policy of the virtual cluster")
     p.add_argument("--quick", action="store_true", help="fewer requests, TP sizes and shapes")
     p.add_argument("--out", type=Path, default=Path("plan-out"), help="where plan.json and pareto.png go")

@@ -83,6 +83,14 @@ class Evaluator:
             "max_num_seqs": self.args.max_num_seqs, "max_num_batched_tokens": self.args.max_num_batched_tokens}
         if s.cpu_offload_gib:
             cluster["tiers"] = {"cpu_gib": s.cpu_offload_gib}
+        if s.prefill_share:
+            if cand.replicas < 2:
+                out = Outcome(cand, feasible=False, note="P/D needs 2+ replicas")
+                self._show(out)
+                return out
+            prefill = min(cand.replicas - 1, max(1, round(cand.replicas * s.prefill_share)))
+            cluster["pd"] = {"prefill_replicas": prefill, "link": self.args.pd_link}
+            cluster["policy"] = "pd"
         warm = max(1, self.requests // 5)
         cfg = BenchConfig.model_validate({
             "name": "plan", "seed": self.args.seed, "workload": self.workload, "cluster": cluster,
@@ -113,6 +121,9 @@ def _ms(v: float | None) -> str:
     return "     -" if v is None else f"{v * 1e3:7.1f} ms"
 
 
+PD_SHARES = (0.25, 0.5)  # prefill replicas / all replicas (1P3D, 1P1D ...)
+
+
 def shapes_for(args: argparse.Namespace, arch: ModelArch, gpu: Gpu, context_len: int) -> list[Shape]:
     tps = args.tp or feasible_tp(arch, gpu, **{**memory_kwargs(args), "context_len": context_len})
     if args.quick:
@@ -120,6 +131,8 @@ def shapes_for(args: argparse.Namespace, arch: ModelArch, gpu: Gpu, context_len:
     out = [Shape(tp=tp) for tp in tps]
     if args.wide_ep and arch.is_moe:
         out += [Shape(tp=1, ep=True)]
+    if args.pd:
+        out += [Shape(tp=tps[0], prefill_share=share) for share in PD_SHARES]
     if args.cpu_offload_gib and not args.quick:
         out += [Shape(tp=tp, cpu_offload_gib=args.cpu_offload_gib) for tp in tps[:1]]
     return out
@@ -199,7 +212,9 @@ def run_size(args: argparse.Namespace) -> int:
         (d / "vllm.sh").write_text("\n".join(dep.vllm_commands()) + "\n")
         (d / "lanterna-up.sh").write_text(dep.lanterna_up() + "\n")
         (d / "values.yaml").write_text(dep.helm_values())
+        (d / "deploy-render.sh").write_text(dep.deploy_render() + "\n")
         report["deploy"] = {"vllm": dep.vllm_commands(), "lanterna_up": dep.lanterna_up(),
+                            "lanterna_deploy_render": dep.deploy_render(),
                             "helm_values": dep.helm_values()}
     (args.out / "plan.json").write_text(json.dumps(report, indent=2))
     if best is None:

@@ -1,4 +1,5 @@
-"""What to run for a chosen candidate: ``vllm serve`` per replica, ``lanterna up`` over them, Helm values.
+"""What to run for a chosen candidate: ``vllm serve`` per replica, ``lanterna up`` over them, the
+``lanterna deploy render`` line for this repository's manifests, and Helm values.
 
 The Helm values follow the llm-d ``llm-d-modelservice`` chart's layout (``modelArtifacts``, ``decode`` /
 ``prefill`` with ``replicas``, ``parallelism`` and container ``args``), so the numbers transfer as they are.
@@ -50,6 +51,21 @@ class Deployment:
         n = 1 if self.candidate.shape.ep else self.candidate.replicas
         eps = " ".join(f"--endpoint 127.0.0.1:{self.base_port + i}" for i in range(n))
         return f"lanterna up {eps}"
+
+    def deploy_render(self) -> str:
+        """``lanterna deploy render`` (this repository's Kubernetes manifests) for the same shape."""
+        s, parts = self.candidate.shape, ["lanterna deploy render", f"--model {self.model}"]
+        prefill = self.num_prefill
+        parts.append(f"--vllm-replicas {self.candidate.replicas - prefill}")
+        if prefill:
+            parts += ["--pd", f"--prefill-replicas {prefill}"]
+        if s.cpu_offload_gib:
+            parts.append(f"--cpu-offload-gib {s.cpu_offload_gib:g}")
+        line = " ".join(parts)
+        if s.tp > 1 or s.ep:
+            line += (f"\n# each vLLM pod: {s.tp} GPUs and `{' '.join(self.vllm_args()[:2])}`"
+                     + (" plus the wide-EP flags" if s.ep else "") + " (not render flags yet)")
+        return line
 
     def helm_values(self) -> str:
         c, s = self.candidate, self.candidate.shape

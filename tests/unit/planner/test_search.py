@@ -67,3 +67,11 @@ def test_deployment_renders_vllm_and_helm_values() -> None:
     ep = Deployment("deepseek-ai/DeepSeek-V3", Candidate(Shape(tp=1, ep=True), 16))
     assert "--enable-expert-parallel" in ep.vllm_args() and yaml.safe_load(ep.helm_values())["decode"]["parallelism"] == {
         "tensor": 1, "data": 16}
+
+
+def test_deploy_render_line_matches_the_shape() -> None:
+    agg = Deployment("meta-llama/Llama-3.1-8B-Instruct", Candidate(Shape(tp=1, cpu_offload_gib=64), 3))
+    assert agg.deploy_render() == ("lanterna deploy render --model meta-llama/Llama-3.1-8B-Instruct "
+                                   "--vllm-replicas 3 --cpu-offload-gib 64")
+    pd = Deployment("m", Candidate(Shape(tp=2, prefill_share=0.5), 4)).deploy_render()
+    assert "--vllm-replicas 2 --pd --prefill-replicas 2" in pd and "--tensor-parallel-size 2" in pd

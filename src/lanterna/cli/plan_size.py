@@ -131,8 +131,6 @@ def shapes_for(args: argparse.Namespace, arch: ModelArch, gpu: Gpu, context_len:
     out = [Shape(tp=tp) for tp in tps]
     if args.wide_ep and arch.is_moe:
         out += [Shape(tp=1, ep=True)]
-    if args.pd:
-        out += [Shape(tp=tps[0], prefill_share=share) for share in PD_SHARES]
     if args.cpu_offload_gib and not args.quick:
         out += [Shape(tp=tp, cpu_offload_gib=args.cpu_offload_gib) for tp in tps[:1]]
     return out
@@ -192,7 +190,13 @@ def run_size(args: argparse.Namespace) -> int:
     if not shapes:
         raise ValueError(f"{arch.name} fits no TP size on {gpu.name}")
     ev = Evaluator(args, arch, gpu, workload, slo, requests, console)
-    res = search(shapes, ev, max_gpus=args.max_gpus, explore_above=0 if args.quick else 2)
+    explore = 0 if args.quick else 2
+    res = search(shapes, ev, max_gpus=args.max_gpus, explore_above=explore)
+    if args.pd:  # P/D splits at the TP of the cheapest aggregated answer (the smallest TP when none met the SLO)
+        tp = res.best.candidate.shape.tp if res.best is not None else shapes[0].tp
+        pd = search([Shape(tp=tp, prefill_share=share) for share in PD_SHARES], ev, max_gpus=args.max_gpus,
+                    explore_above=explore)
+        res.outcomes += pd.outcomes
     best = res.best
     args.out.mkdir(parents=True, exist_ok=True)
     title = (f"{arch.name} on {gpu.name}, {args.workload} at {args.rate:g} req/s, SLO {args.slo}")

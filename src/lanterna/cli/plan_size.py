@@ -69,7 +69,12 @@ class Evaluator:
 
         self.count += 1
         s = cand.shape
-        par = Parallelism(tp=s.tp, ep=cand.replicas * s.tp if s.ep else (s.tp if self.arch.is_moe else 1))
+        # without wide EP a MoE's experts are sharded by TP like dense layers (vLLM's default)
+        par = Parallelism(tp=s.tp, ep=cand.replicas * s.tp if s.ep else 1)
+        if s.ep and self.arch.num_experts % par.ep:
+            out = Outcome(cand, feasible=False, note=f"{self.arch.num_experts} experts do not split over EP {par.ep}")
+            self._show(out)
+            return out
         mem = plan_memory(self.arch, self.gpu, par, **self.mem_kw)
         if not mem.fits:
             out = Outcome(cand, feasible=False, note="does not fit in memory")

@@ -56,15 +56,17 @@ class Deployment:
         """``lanterna deploy render`` (this repository's Kubernetes manifests) for the same shape."""
         s, parts = self.candidate.shape, ["lanterna deploy render", f"--model {self.model}"]
         prefill = self.num_prefill
-        parts.append(f"--vllm-replicas {self.candidate.replicas - prefill}")
+        parts.append(f"--vllm-replicas {1 if s.ep else self.candidate.replicas - prefill}")
         if prefill:
             parts += ["--pd", f"--prefill-replicas {prefill}"]
         if s.cpu_offload_gib:
             parts.append(f"--cpu-offload-gib {s.cpu_offload_gib:g}")
         line = " ".join(parts)
         if s.tp > 1 or s.ep:
-            line += (f"\n# each vLLM pod: {s.tp} GPUs and `{' '.join(self.vllm_args()[:2])}`"
-                     + (" plus the wide-EP flags" if s.ep else "") + " (not render flags yet)")
+            gpus = s.tp * (self.candidate.replicas if s.ep else 1)
+            line += (f"\n# each vLLM pod: {gpus} GPUs and `{' '.join(self.vllm_args()[:2])}`"
+                     + (f" --enable-expert-parallel --data-parallel-size {self.candidate.replicas}" if s.ep else "")
+                     + " (not render flags yet)")
         return line
 
     def helm_values(self) -> str:

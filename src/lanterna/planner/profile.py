@@ -58,7 +58,7 @@ class PlannedProfile(ModelProfile):
         if self.num_experts == 0 or num_tokens <= 0:
             return 0.0, 0.0
         # each token picks top_k distinct experts of E; with EP a rank serves the tokens of every (similar) DP rank
-        tokens = num_tokens * self.ep
+        tokens = num_tokens * max(1, self.ep // self.tp)  # x the data-parallel ranks sharing these experts
         local = self.num_experts / self.ep
         slice_ = 1.0 if self.ep > 1 else 1.0 / self.tp
         touched = local * (1.0 - (1.0 - self.experts_per_token / self.num_experts) ** tokens)

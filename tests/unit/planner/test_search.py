@@ -75,3 +75,5 @@ def test_deploy_render_line_matches_the_shape() -> None:
                                    "--vllm-replicas 3 --cpu-offload-gib 64")
     pd = Deployment("m", Candidate(Shape(tp=2, prefill_share=0.5), 4)).deploy_render()
     assert "--vllm-replicas 2 --pd --prefill-replicas 2" in pd and "--tensor-parallel-size 2" in pd
+    ep = Deployment("deepseek-ai/DeepSeek-V3", Candidate(Shape(tp=1, ep=True), 8)).deploy_render()
+    assert "--vllm-replicas 1" in ep and "8 GPUs" in ep and "--data-parallel-size 8" in ep

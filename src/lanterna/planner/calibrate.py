@@ -7,7 +7,8 @@ Model: one engine step costs ``step_s + prefill_chunk_s x chunks + prefill_token
   through the API server (HTTP, tokenising, detokenising), ``step_s + prefill_chunk_s + prefill_token_s x L``;
 - ``N`` concurrent streams: their median inter-token gap is one decode step, ``step_s + decode_seq_s x N``.
 
-The per-chunk term absorbs what a request costs outside the engine loop, so simulated TTFT includes it; it is
+Each line is fitted robustly (Theil-Sen), since a shared machine stalls now and then. The per-chunk term
+absorbs what a request costs outside the engine loop, so simulated TTFT includes it; it is
 charged inside the step, which slightly over-delays decodes sharing that step (small when it is small).
 """
 
@@ -45,20 +46,27 @@ class StepFit:
         return self.step_s + self.decode_seq_s * s.decode_seqs
 
 
+def _theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) by the median of pairwise slopes: one wild sample (a stall on a shared machine) moves
+    it little, where least squares follows it."""
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    slope = max(0.0, float(np.median(slopes))) if slopes else 0.0
+    return max(0.0, float(np.median([y - slope * x for x, y in zip(xs, ys, strict=True)]))), slope
+
+
 def fit_steps(samples: Sequence[StepSample]) -> StepFit:
-    """Least squares with relative weights (each sample's error counts as a fraction of its size), so short
-    steps matter as much as long ones; coefficients are clipped at zero."""
-    if sum(1 for s in samples if s.prefill_tokens) < 2 or sum(1 for s in samples if not s.prefill_tokens) < 2:
-        raise ValueError("need at least two prefill and two decode samples")
-    rows = [[1.0, 1.0 if s.prefill_tokens else 0.0, float(s.prefill_tokens),
-             0.0 if s.prefill_tokens else float(s.decode_seqs)] for s in samples]
-    y = np.array([s.seconds for s in samples])
-    a = np.array(rows) / y[:, None]
-    coef, *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
-    c, chunk, tok, seq = (max(0.0, float(v)) for v in coef)
-    fit = StepFit(c, chunk, tok, seq, 0.0, len(samples))
+    """Two robust lines: decode step = ``step_s + decode_seq_s x N``, lone prefill = ``step_s + prefill_chunk_s
+    + prefill_token_s x L`` (its intercept above the decode one is the per-prefill overhead)."""
+    pre = [s for s in samples if s.prefill_tokens]
+    dec = [s for s in samples if not s.prefill_tokens]
+    if len({s.prefill_tokens for s in pre}) < 2 or len({s.decode_seqs for s in dec}) < 2:
+        raise ValueError("need prefill samples of two lengths and decode samples of two batch sizes")
+    c, seq = _theil_sen([s.decode_seqs for s in dec], [s.seconds for s in dec])
+    a, tok = _theil_sen([s.prefill_tokens for s in pre], [s.seconds for s in pre])
+    fit = StepFit(c, max(0.0, a - c), tok, seq, 0.0, len(samples))
     err = np.array([(fit.predict(s) - s.seconds) / s.seconds for s in samples])
-    return StepFit(c, chunk, tok, seq, float(np.sqrt(np.mean(err**2))), len(samples))
+    return StepFit(fit.step_s, fit.prefill_chunk_s, tok, seq, float(np.sqrt(np.mean(err**2))), len(samples))
 
 
 @dataclass(frozen=True, slots=True)

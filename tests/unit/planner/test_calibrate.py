@@ -48,3 +48,11 @@ def test_fitted_profile_times_mixed_steps_and_sizes_kv() -> None:
     mixed = BatchShape(prefill_chunks=[(100, 0)], decode_contexts=[50] * 4)
     assert t.step_time(mixed) == pytest.approx(0.004 + 0.010 + 100 * 20e-6 + 4 * 0.0005)
     assert p.kv_bytes_per_token == 4 * 2 * 64 * 2 * 4  # the tiny model: fp32, 4 layers, 2 KV heads of 64
+
+
+def test_fit_shrugs_off_one_stalled_sample() -> None:
+    samples = _samples(0.0)
+    samples[6] = StepSample(samples[6].seconds * 20, decode_seqs=samples[6].decode_seqs)  # a 20x stall
+    fit = fit_steps(samples)
+    assert fit.decode_seq_s == pytest.approx(0.0005, rel=0.05)
+    assert fit.step_s == pytest.approx(0.004, rel=0.05)

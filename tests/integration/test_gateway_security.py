@@ -81,12 +81,18 @@ def wait_queued(g: GatewayProc, n: int, metrics_url: str | None = None, headers:
         time.sleep(0.02)
 
 
-def access_lines(g: GatewayProc) -> list[dict[str, Any]]:
-    out = []
-    for ln in g.log_path.read_text(errors="replace").splitlines():
-        if ln.startswith("{") and '"duration_ms"' in ln:
-            out.append(json.loads(ln))
-    return out
+def access_lines(g: GatewayProc, at_least: int = 0, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The gateway's access lines so far; with ``at_least``, until that many are on disk (a line is written
+    after its response is sent, so the client can be faster than the log: poll the file, bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = []
+        for ln in g.log_path.read_text(errors="replace").splitlines():
+            if ln.startswith("{") and '"duration_ms"' in ln:
+                out.append(json.loads(ln))
+        if len(out) >= at_least or time.monotonic() > deadline:
+            return out
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -166,7 +172,7 @@ def test_priority_header_without_a_key_does_not_jump_the_queue(echo: EchoProc, t
     assert all(a.status == 200 for a in answers.values()), {n: a.body for n, a in answers.items()}
     order = sorted(answers, key=lambda n: answers[n].echo["seq"])
     assert order == ["plain", "spoofed", "low"], order
-    prio = {ln["request_id"]: ln["priority"] for ln in access_lines(g)}
+    prio = {ln["request_id"]: ln["priority"] for ln in access_lines(g, at_least=4)}
     assert prio[answers["spoofed"].headers["x-request-id"]] == 0
 
 
@@ -249,7 +255,7 @@ def test_rate_limit_and_priority_ceiling_hold_under_concurrent_clients(
     assert 4 <= ok <= 4 + 4 * elapsed + 1, (ok, elapsed)  # the burst, plus what the rate refilled meanwhile
     assert limited and all(int(a.headers["retry-after"]) >= 1 and error_shape_problem(429, a.body) is None
                            for a in limited)
-    lines = {ln["request_id"]: ln for ln in access_lines(g)}
+    lines = {ln["request_id"]: ln for ln in access_lines(g, at_least=len(answers))}
     assert len(lines) >= len(answers)  # the 429s too: one line per request
     for name, ceiling in (("alpha", 2), ("beta", 0)):
         served = [lines[a.headers["x-request-id"]] for n, a in answers if n == name and a.status == 200]

@@ -88,7 +88,8 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s, max_queue_len_per_flow=fc.max_queue_len_per_flow,
-                                            retry_after_s=fc.retry_after_s), saturated=gw.pool_saturated)
+                                            retry_after_s=fc.retry_after_s, ordering=fc.ordering),
+                                 saturated=gw.pool_saturated)
         gw.metrics.registry.register(FlowCollector(gw.flow.stats, gw.pool_saturated, cfg.gateway.pool_name))
     for spec in cfg.endpoints.static:
         gw.store.add(endpoint_from_spec(spec))
@@ -136,6 +137,7 @@ async def running(gw: Gateway, *, proxy: bool = True,
     for ep in gw.store.all():
         scraper.watch(ep)
         health.watch(ep, checked=True)
+    gw.refresh_hold()  # scale from zero: hold arrivals while no endpoint is ready
     await start_precise(gw)
     gw.reloader = start_reloader(gw)
     log.info("gateway_started", extra={"endpoints": [e.id for e in gw.store.all()]})

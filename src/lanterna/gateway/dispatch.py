@@ -78,7 +78,7 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
     breaker = gw.breakers.get(pf.id)
     breaker.begin(gw.clock.now())
     fallbacks = gw.metrics.pd_fallbacks
-    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
+    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1, call.sreq.lora):
         try:
             opened = await _send(gw, call, pf, path, rewrite_body(call.body, **pd.prefill_fields(call.kind == "chat")),
                                  headers, wait_s)

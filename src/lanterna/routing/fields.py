@@ -22,6 +22,8 @@ HDR_REQUEST_ID = "x-request-id"
 HDR_PREFILLER = "x-prefiller-host-port"
 HDR_DESTINATION = "x-gateway-destination-endpoint"
 HDR_REQUEST_TIMEOUT = "x-request-timeout"  # seconds the client gives the whole request (bounded by config)
+HDR_SLO_TTFT = "x-slo-ttft-ms"  # llm-d's per-request TTFT objective, milliseconds
+HDR_SLO_TPOT = "x-slo-tpot-ms"  # llm-d's per-request TPOT objective, milliseconds
 
 _EMPTY = msgspec.Raw()
 
@@ -106,3 +108,17 @@ def rewrite_body(body: bytes, **fields: object) -> bytes:
         else:
             data[k] = v
     return msgspec.json.encode(data)
+
+
+def slo_seconds(headers: Mapping[str, str], name: str) -> float | None:
+    """An SLO header (milliseconds, integer or decimal) in seconds; absent -> None, malformed -> 400."""
+    v = headers.get(name)
+    if v is None:
+        return None
+    try:
+        ms = float(v)
+    except ValueError:
+        ms = -1.0
+    if not (ms > 0 and ms < 1e9):
+        raise ValidationFailed(f"{name} must be a positive number of milliseconds", param=name)
+    return ms / 1e3

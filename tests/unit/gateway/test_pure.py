@@ -31,6 +31,18 @@ def test_load_ticket_release_without_first_token_frees_prefill() -> None:
     assert ep.load.in_flight_prefill_tokens == 0 and ep.load.in_flight_requests == 0
 
 
+def test_load_ticket_counts_adapters_in_flight_and_drops_them_at_zero() -> None:
+    ep = Endpoint("a", "a:1")
+    t1, t2 = LoadTicket(ep, 10, 1, lora="ad1"), LoadTicket(ep, 10, 1, lora="ad1")
+    with LoadTicket(ep, 10, 1, lora="ad2"), LoadTicket(ep, 10, 1):
+        assert ep.load.in_flight_adapters == {"ad1": 2, "ad2": 1}
+    t1.release()
+    t1.release()
+    assert ep.load.in_flight_adapters == {"ad1": 1}
+    t2.release()
+    assert ep.load.in_flight_adapters == {}
+
+
 def test_circuit_breaker_state_machine() -> None:
     b = CircuitBreaker(failure_threshold=2, open_s=10.0)
     assert not b.on_failure(0.0) and b.state == CLOSED

@@ -109,6 +109,8 @@ class Stack:
             cmd += ["--endpoint", a]
         self.gateway = Proc("gateway", cmd + list(gateway_args or []), logdir)
         self.url = f"http://127.0.0.1:{self.port}"
+        mport = [a.split("=", 1)[1] for a in gateway_args or [] if a.startswith("gateway.metrics_port=")]
+        self.metrics_base = f"http://127.0.0.1:{mport[0]}" if mport else self.url  # /metrics lives here
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         for s in self.sims:
@@ -116,7 +118,7 @@ class Stack:
         for p in self.sim_ports:
             await wait_status(session, f"http://127.0.0.1:{p}/health", 200, 60)
         self.gateway.start()
-        await wait_status(session, f"{self.url}/v1/models", 200, 60)
+        await wait_status(session, f"{self.url}/ready", 200, 60)
         await wait_ready_all(session, self, 30)
 
     def stop(self) -> None:
@@ -150,7 +152,7 @@ async def wait_ready_all(session: aiohttp.ClientSession, stack: Stack, timeout_s
     """Until every replica is healthy and no circuit is open, as the gateway's metrics say."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
-        m = await gateway_metrics(session, stack.url)
+        m = await gateway_metrics(session, stack.metrics_base)
         if m.get("ready", 0) >= len(stack.addresses) and m.get("circuit_open", 0) == 0:
             return
         await asyncio.sleep(0.1)
@@ -209,6 +211,18 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, *, path: s
         return Result(-1, repr(exc).encode(), {}, time.monotonic() - t0)
 
 
+def _has_error_frame(data: bytes) -> bool:
+    """An SSE frame whose JSON is an error object (generated text may well contain the word "error")."""
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: {") and b'"error"' in line:
+            try:
+                if "error" in json.loads(line[6:]):
+                    return True
+            except ValueError:
+                return True
+    return False
+
+
 async def stream(session: aiohttp.ClientSession, url: str, max_tokens: int, timeout_s: float = 60.0) -> Result:
     """A streaming completion; status 200 only if it ended with [DONE] and no error frame."""
     t0 = time.monotonic()
@@ -218,7 +232,7 @@ async def stream(session: aiohttp.ClientSession, url: str, max_tokens: int, time
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
             data = await r.read()
             status = r.status
-            if status == 200 and (b'"error"' in data or not data.rstrip().endswith(b"data: [DONE]")):
+            if status == 200 and (_has_error_frame(data) or not data.rstrip().endswith(b"data: [DONE]")):
                 status = 599  # stream ended with an error frame (client told) or cut
             return Result(status, data, dict(r.headers), time.monotonic() - t0,
                           r.headers.get("x-gateway-destination-endpoint"))
@@ -273,7 +287,7 @@ async def hostile_bodies(session: aiohttp.ClientSession, stack: Stack) -> list[R
         ("gzip body with `content-encoding: gzip`", gzip.compress(completion("zipped", 2)),
          {"content-encoding": "gzip"}, 200),
         ("corrupt gzip with `content-encoding: gzip`", b"\x1f\x8b\x08\x00garbage", {"content-encoding": "gzip"}, 400),
-        ("gzip bomb (1 GiB of zeros, 1 MiB compressed)", _bomb(), {"content-encoding": "gzip"}, 413),
+        ("gzip bomb (64 MiB of zeros, 64 KiB compressed)", _bomb(), {"content-encoding": "gzip"}, 413),
         ("body that is not JSON", b"{not json", {}, 400),
         ("`max_tokens` of type string", b'{"model": "' + MODEL.encode() + b'", "prompt": "a", "max_tokens": "x"}', {},
          400),
@@ -521,6 +535,125 @@ async def spoofed_headers(session: aiohttp.ClientSession, logdir: Path) -> Row:
                r.status == 200 and not leaked)
 
 
+ADMIN_KEY = "admin-reliability-key"
+KEYS = {"alpha": {"tenant": "team-a", "max_priority": 2, "requests_per_s": 4, "burst": 4},
+        "beta": {"tenant": "team-b", "max_priority": 0}}
+
+
+def auth_args(logdir: Path) -> list[str]:
+    """A gateway with a keys file (hashes only), an admin key and /metrics on its own port."""
+    from lanterna.auth.keys import hash_key
+
+    keys_file = logdir / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [{"hash": hash_key(f"sk-{n}"), "name": n, **spec}
+                                              for n, spec in KEYS.items()]}))
+    return ["--set", "auth.enabled=true", "--set", f"auth.keys_file={keys_file}",
+            "--set", f"auth.admin_keys=[{hash_key(ADMIN_KEY)}]", "--set", f"gateway.metrics_port={free_port()}"]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> Result:
+    t0 = time.monotonic()
+    async with session.get(url, headers=headers or {}) as r:
+        return Result(r.status, await r.read(), dict(r.headers), time.monotonic() - t0)
+
+
+async def auth(session: aiohttp.ClientSession, stack: Stack) -> list[Row]:
+    """API keys: 401 without a valid key, a key's request rate under 8 concurrent clients, admin routes."""
+    rows = []
+    body = completion("keyed", 2)
+    missing = [await post(session, stack.url, body, headers=h) for h in
+               ({}, _bearer("sk-wrong"), {"x-api-key": "sk-wrong"}, _bearer(ADMIN_KEY))]
+    shape = all(r.openai_error() for r in missing)
+    rows.append(Row("no API key, a wrong key, or an admin key on an inference route", "4 requests",
+                    f"{statuses(missing)}; OpenAI error shape: {'yes' if shape else 'NO'}", None, None,
+                    all(r.status == 401 for r in missing) and shape))
+    sem = asyncio.Semaphore(8)
+
+    async def one(i: int, name: str) -> tuple[str, Result]:
+        async with sem:
+            return name, await post(session, stack.url, completion(f"rl {i}", 2),
+                                    headers={**_bearer(f"sk-{name}"), "x-gateway-inference-objective": "999999"})
+
+    t0 = time.monotonic()
+    rs = await asyncio.gather(*(one(i, n) for i in range(20) for n in ("alpha", "beta")))
+    elapsed = time.monotonic() - t0
+    alpha = [r for n, r in rs if n == "alpha"]
+    beta = [r for n, r in rs if n == "beta"]
+    ok_a = sum(r.status == 200 for r in alpha)
+    allowed = 4 + 4 * elapsed
+    limited = [r for r in alpha if r.status == 429]
+    good = (all(r.status == 200 for r in beta) and 4 <= ok_a <= allowed + 1 and ok_a + len(limited) == len(alpha)
+            and all(r.openai_error() and "retry-after" in {k.lower() for k in r.headers} for r in limited))
+    rows.append(Row("a key's request rate under 8 concurrent clients (key alpha: 4/s, burst 4; key beta: no limit)",
+                    f"{len(rs)} requests in {elapsed:.1f} s",
+                    f"alpha: {statuses(alpha)} (at most {allowed:.0f} allowed), 429s with Retry-After; "
+                    f"beta: {statuses(beta)}", None, None, good))
+    dbg_none = await _get(session, f"{stack.url}/debug/endpoints")
+    dbg_client = await _get(session, f"{stack.url}/debug/endpoints", _bearer("sk-beta"))
+    dbg_admin = await _get(session, f"{stack.url}/debug/endpoints", _bearer(ADMIN_KEY))
+    metrics_main = await _get(session, f"{stack.url}/metrics", _bearer(ADMIN_KEY))
+    metrics_own = await _get(session, f"{stack.metrics_base}/metrics")
+    ok = (dbg_none.status == 401 and dbg_client.status == 401 and dbg_admin.status == 200
+          and metrics_main.status == 404 and metrics_own.status == 200)
+    rows.append(Row("admin routes and metrics with auth on", "/debug/endpoints without key, with a client key, "
+                    "with the admin key; /metrics", f"{dbg_none.status}, {dbg_client.status}, {dbg_admin.status}; "
+                    f"/metrics: {metrics_main.status} on the client port, {metrics_own.status} on its own port",
+                    None, None, ok))
+    return rows
+
+
+async def keyless_priority(session: aiohttp.ClientSession, stack: Stack) -> Row:
+    """One dispatch slot, held by a long request: a keyless `objective: 999999` must queue behind an earlier
+    plain request (open mode caps it at 0), and `-1` goes last."""
+    hold = asyncio.create_task(post(session, stack.url, completion("hold the slot", 300)))
+    await asyncio.sleep(0.3)  # the long request has the slot (it runs ~2 s on the replica)
+    done: list[str] = []
+
+    async def queued(name: str, objective: str | None) -> Result:
+        r = await post(session, stack.url, completion(f"queued {name}", 2),
+                       headers={"x-gateway-inference-objective": objective} if objective else {})
+        done.append(name)
+        return r
+
+    tasks = []
+    for name, objective in (("low -1", "-1"), ("plain", None), ("spoofed 999999", "999999")):
+        tasks.append(asyncio.create_task(queued(name, objective)))
+        await asyncio.sleep(0.1)  # arrival order
+    rs = await asyncio.gather(hold, *tasks)
+    want = ["plain", "spoofed 999999", "low -1"]
+    return Row("priority spoofing without a key: `x-gateway-inference-objective: 999999`",
+               "flowcontrol.max_concurrency=1, a request holding the slot, 3 queued",
+               f"{statuses(rs)}; dispatch order: {', '.join(done)}", sum(r.status != 200 for r in rs), None,
+               done == want and all(r.status == 200 for r in rs))
+
+
+async def graceful_shutdown(session: aiohttp.ClientSession, stack: Stack) -> Row:
+    """SIGTERM while streams run: readiness off, new requests 503, the streams finish, exit 0."""
+    streams = [asyncio.create_task(stream(session, stack.url, 300)) for _ in range(3)]
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    stack.gateway.signal(signal.SIGTERM)
+    try:
+        ready_off = await wait_status(session, f"{stack.url}/ready", 503, 10)  # the signal is handled async
+    except TimeoutError:
+        ready_off = None
+    refused = await post(session, stack.url, completion("too late", 2))
+    ss = await asyncio.gather(*streams)
+    assert stack.gateway.popen is not None
+    code = await asyncio.to_thread(stack.gateway.popen.wait, 60)
+    took = time.monotonic() - t0
+    ok = (ready_off is not None and refused.status == 503 and refused.openai_error()
+          and all(r.status == 200 for r in ss) and code == 0)
+    return Row("graceful shutdown: SIGTERM with 3 streams running", "SIGTERM",
+               f"/ready 503 after {ready_off if ready_off is not None else float('nan'):.2f} s; a new request "
+               f"{refused.status}; streams: {statuses(ss)} "
+               f"(complete, [DONE]); exit code {code} after {took:.1f} s", sum(r.status != 200 for r in ss), None, ok)
+
+
 # -- driver ----------------------------------------------------------------------------------------------------
 
 
@@ -530,18 +663,21 @@ Scenario = Callable[[aiohttp.ClientSession, Stack], Awaitable[Row | list[Row]]]
 async def run(args: argparse.Namespace) -> list[Row]:
     logdir = Path(tempfile.mkdtemp(prefix="lanterna-reliability-"))
     rows: list[Row] = []
-    scenarios: list[tuple[str, Scenario]] = [
-        ("poison", poison_utf8), ("bodies", hostile_bodies), ("heads", headers_and_routes),
-        ("probe", probe_disconnect), ("stall", stall), ("all_stall", all_stall), ("mid_stream", killed_mid_stream),
-        ("all_down", all_down), ("slow", slow_clients),
+    # (name, scenario, gateway arguments given the log directory)
+    scenarios: list[tuple[str, Scenario, Callable[[Path], list[str]]]] = [
+        ("poison", poison_utf8, _no_args), ("bodies", hostile_bodies, _no_args), ("heads", headers_and_routes, _no_args),
+        ("probe", probe_disconnect, _no_args), ("stall", stall, _no_args), ("all_stall", all_stall, _no_args),
+        ("mid_stream", killed_mid_stream, _no_args), ("all_down", all_down, _no_args), ("slow", slow_clients, _no_args),
+        ("priority", keyless_priority, lambda _: ["--set", "flowcontrol.max_concurrency=1"]),
+        ("auth", auth, auth_args), ("shutdown", graceful_shutdown, _no_args),
     ]
     only = set(args.only.split(",")) if args.only else None
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as session:
-        for name, fn in scenarios:
+        for name, fn, gw_args in scenarios:
             if only and name not in only:
                 continue
-            stack = Stack(logdir)
+            stack = Stack(logdir, gateway_args=gw_args(logdir))
             print(f"[{name}] starting stack ...", file=sys.stderr, flush=True)
             try:
                 await stack.start(session)
@@ -561,6 +697,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _no_args(_: Path) -> list[str]:
+    return []
+
+
 def markdown(rows: list[Row]) -> str:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f} s"
@@ -577,7 +717,7 @@ def markdown(rows: list[Row]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated scenario names (poison, bodies, heads, probe, stall, "
-                                                "all_stall, mid_stream, all_down, slow, spoof)")
+                                                "all_stall, mid_stream, all_down, slow, priority, auth, shutdown, spoof)")
     ap.add_argument("--scenario-timeout", type=float, default=240.0)
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite the doc and JSON")
     args = ap.parse_args()

@@ -2,7 +2,8 @@
 
 Approximate index primed: every endpoint holds 20 routed prompts; each measured request shares half its
 prefix with one endpoint. Budget (ARCHITECTURE.md section 4): < 0.3 ms p50 at 64 endpoints.
-Run: .venv/bin/python benchmarks/schedule_latency.py [--iters N] [--plugin-timer]
+``predicted``: ``predicted-latency-scorer`` alone, requests with TTFT and TPOT SLOs (docs/design/slo.md).
+Run: .venv/bin/python benchmarks/schedule_latency.py [--iters N] [--plugin-timer] [--only NAME]
 ``--plugin-timer`` times every plugin call into the gateway's ``inference_extension_plugin_duration_seconds``.
 """
 
@@ -19,7 +20,11 @@ from lanterna.scheduler import SchedRequest, Scheduler, load_epp_config
 
 ROUND_ROBIN = {"plugins": [{"type": "round-robin"}],
                "schedulingProfiles": [{"name": "rr", "plugins": [{"pluginRef": "round-robin"}]}]}
-CONFIGS = {"default": "default", "lanterna": "lanterna", "round-robin": ROUND_ROBIN}
+PREDICTED = {"plugins": [{"type": "predicted-latency-scorer"}, {"type": "max-score-picker"}],
+             "schedulingProfiles": [{"name": "slo", "plugins": [{"pluginRef": "predicted-latency-scorer"},
+                                                                {"pluginRef": "max-score-picker"}]}]}
+CONFIGS = {"default": "default", "lanterna": "lanterna", "predicted": PREDICTED, "round-robin": ROUND_ROBIN}
+SLO_CONFIGS = {"predicted"}  # measured requests carry x-slo-ttft-ms / x-slo-tpot-ms (the headroom path)
 
 
 def text(rng: random.Random, n_tokens: int) -> str:
@@ -44,6 +49,9 @@ def bench(cfg_name: str, n_eps: int, n_tokens: int, iters: int, timed: bool = Fa
         sched.pre_request(r, res)
     reqs = [SchedRequest(f"r{i}", "m", prompt_text=rng.choice(prefixes)[: n_tokens * 2] + text(rng, n_tokens // 2))
             for i in range(iters)]
+    if cfg_name in SLO_CONFIGS:
+        for r in reqs:
+            r.slo_ttft_s, r.slo_tpot_s, r.received_at = 2.0, 0.05, 0.0
     samples = []
     for r in reqs:
         t0 = time.perf_counter()
@@ -57,13 +65,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--plugin-timer", action="store_true")
+    ap.add_argument("--only", choices=sorted(CONFIGS), help="measure one config (and round-robin)")
     args = ap.parse_args()
+    names = [n for n in CONFIGS if args.only in (None, n) or n == "round-robin"]
     t = args.plugin_timer
     print(f"{'config':<12} {'endpoints':>9} {'tokens':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50/rr':>7}")
     for n_tokens in (1024, 8192):
         for n_eps in (8, 64, 256):
             rr = bench("round-robin", n_eps, n_tokens, args.iters, t)[0]
-            for name in CONFIGS:
+            for name in names:
                 p50, p99 = bench(name, n_eps, n_tokens, args.iters, t) if name != "round-robin" else (rr, bench(name, n_eps, n_tokens, args.iters, t)[1])
                 print(f"{name:<12} {n_eps:>9} {n_tokens:>7} {p50:>8.3f} {p99:>8.3f} {p50 / rr:>7.1f}")
 

@@ -4,9 +4,6 @@ Each case is sent ``REPEAT`` times (more than the breaker's failure threshold, 5
 fails on must be answered 4xx once, not retried on every replica and counted against each (issue 9: six
 poison requests opened all three breakers). After each case: no 5xx, the OpenAI error shape, the gateway
 alive, no breaker open, no upstream failure counted, and a normal request still served.
-
-Known failures on today's code are ``xfail(strict=False)`` with the issue's wording, so the lead can drop
-each mark once the fix lands (they then XPASS).
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import gzip
 import http.client
 import json
 import zlib
-from typing import Any
 
 import pytest
 
@@ -41,63 +37,51 @@ def _comp(prompt_json: bytes, extra: bytes = b"") -> bytes:
 _VALID = _comp(b'"hello"')
 _DEEP = 100_000
 
-# id -> (method, path, headers, body, xfail reason or None)
-CASES: dict[str, tuple[str, str, dict[str, str], bytes, str | None]] = {
-    "invalid-utf8-chat": ("POST", CHAT, JSON, _chat(b"\xed\xa0\x80"),
-                          "issue 9: invalid UTF-8 in chat content -> each replica 500, retried, breakers open"),
-    "invalid-utf8-prompt": ("POST", COMP, JSON, _comp(b'"\xff\xfe ok"'),
-                            "issue 9: invalid UTF-8 in prompt -> gateway 500 (msgspec DecodeError in prompt_text)"),
-    "lone-surrogate-escape-chat": ("POST", CHAT, JSON, _chat(b"\\ud800"), None),
-    "lone-surrogate-escape-prompt": ("POST", COMP, JSON, _comp(b'"a\\udfff b"'), None),
-    "nul-and-controls": ("POST", COMP, JSON, _comp(b'"\\u0000\\u001b[2J\\r\\n"'), None),
+# id -> (method, path, headers, body)
+CASES: dict[str, tuple[str, str, dict[str, str], bytes]] = {
+    "invalid-utf8-chat": ("POST", CHAT, JSON, _chat(b"\xed\xa0\x80")),
+    "invalid-utf8-prompt": ("POST", COMP, JSON, _comp(b'"\xff\xfe ok"')),
+    "lone-surrogate-escape-chat": ("POST", CHAT, JSON, _chat(b"\\ud800")),
+    "lone-surrogate-escape-prompt": ("POST", COMP, JSON, _comp(b'"a\\udfff b"')),
+    "nul-and-controls": ("POST", COMP, JSON, _comp(b'"\\u0000\\u001b[2J\\r\\n"')),
     "deep-nesting-extra-field": ("POST", COMP, JSON,
-                                 _comp(b'"x"', b',"extra":' + b"[" * _DEEP + b"]" * _DEEP),
-                                 "issue 9: deeply nested JSON -> 500 with a traceback"),
+                                 _comp(b'"x"', b',"extra":' + b"[" * _DEEP + b"]" * _DEEP)),
     "deep-nesting-messages": ("POST", CHAT, JSON,
-                              b'{"model":"tiny","messages":' + b"[" * _DEEP + b"]" * _DEEP + b"}",
-                              "issue 9: deeply nested JSON -> 500 with a traceback"),
-    "huge-int-max-tokens": ("POST", COMP, JSON, _comp(b'"x"', b',"max_tokens":' + b"9" * 400), None),
-    "huge-float-temperature": ("POST", COMP, JSON, _comp(b'"x"', b',"temperature":1e999'), None),
-    "nan-literal": ("POST", COMP, JSON, _comp(b'"x"', b',"temperature":NaN'), None),
-    "huge-token-id": ("POST", COMP, JSON, _comp(b"[1, 1267650600228229401496703205376]"), None),
-    "negative-token-id": ("POST", COMP, JSON, _comp(b"[-1, 2]"), None),
-    "wrong-type-prompt": ("POST", COMP, JSON, _comp(b'{"a": 1}'), None),
-    "wrong-type-messages": ("POST", CHAT, JSON, b'{"model":"tiny","messages":"hi"}', None),
-    "wrong-type-model": ("POST", COMP, JSON, b'{"model":5,"prompt":"x"}', None),
-    "wrong-type-stream": ("POST", COMP, JSON, _comp(b'"x"', b',"stream":"yes"'), None),
-    "message-not-object": ("POST", CHAT, JSON, b'{"model":"tiny","messages":[1,2]}', None),
-    "duplicate-keys": ("POST", COMP, JSON, b'{"model":"nope","model":"tiny","prompt":"x","max_tokens":2}', None),
-    "body-null": ("POST", COMP, JSON, b"null", None),
-    "body-array": ("POST", COMP, JSON, b"[]", None),
-    "body-string": ("POST", CHAT, JSON, b'"hello"', None),
-    "body-empty": ("POST", COMP, JSON, b"", None),
-    "body-truncated": ("POST", COMP, JSON, _VALID[:-5], None),
-    "body-bom": ("POST", COMP, JSON, b"\xef\xbb\xbf" + _VALID, None),
-    "text-plain-content-type": ("POST", COMP, {"content-type": "text/plain"}, _VALID, None),
-    "gzip-with-content-encoding": ("POST", COMP, {**JSON, "content-encoding": "gzip"}, gzip.compress(_VALID),
-                                   "issue 9: body decompressed but content-encoding: gzip forwarded -> replica 500"),
-    "gzip-without-content-encoding": ("POST", COMP, JSON, gzip.compress(_VALID), None),
-    "bad-gzip": ("POST", COMP, {**JSON, "content-encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage", None),
-    "deflate": ("POST", COMP, {**JSON, "content-encoding": "deflate"}, zlib.compress(_VALID),
-                "issue 9: content-encoding handled once (decompress and drop, or refuse)"),
-    "unknown-content-encoding": ("POST", COMP, {**JSON, "content-encoding": "br"}, _VALID,
-                                 "issue 9: an encoding the gateway cannot decode must be refused (415/400)"),
-    "objective-huge-int": ("POST", COMP, {**JSON, "x-gateway-inference-objective": "9" * 5000}, _VALID, None),
-    "objective-negative": ("POST", COMP, {**JSON, "x-gateway-inference-objective": "-999999"}, _VALID, None),
-    "fairness-id-long": ("POST", COMP, {**JSON, "x-gateway-inference-fairness-id": "f" * 7000}, _VALID, None),
-    "model-rewrite-unknown": ("POST", COMP, {**JSON, "x-gateway-model-name-rewrite": "../../etc"}, _VALID, None),
-    "destination-hint-unknown": ("POST", COMP, {**JSON, "x-gateway-destination-endpoint": "10.0.0.1:1"}, _VALID,
-                                 None),
-    "prefiller-header": ("POST", COMP, {**JSON, "x-prefiller-host-port": "169.254.169.254:80"}, _VALID, None),
-    "session-token-garbage": ("POST", COMP, {**JSON, "x-session-token": "%%%\x7f"}, _VALID,
-                              "aiohttp's parser answers a bad header byte with a plain-text 400 echoing the header"),
-    "many-headers": ("POST", COMP, {**JSON, **{f"x-h{i}": "v" for i in range(90)}}, _VALID, None),
-    "oversized-header": ("POST", COMP, {**JSON, "x-big": "a" * 70_000}, _VALID,
-                         "issue 9: oversized headers get a plain-text 400 echoing the bytes"),
-    "unknown-path": ("POST", "/v1/nope", JSON, _VALID,
-                     "issue 9: unknown path answered {'detail': ...}, not the OpenAI error shape"),
-    "wrong-method": ("GET", COMP, {}, b"",
-                     "issue 9: wrong method answered {'detail': ...}, not the OpenAI error shape"),
+                              b'{"model":"tiny","messages":' + b"[" * _DEEP + b"]" * _DEEP + b"}"),
+    "huge-int-max-tokens": ("POST", COMP, JSON, _comp(b'"x"', b',"max_tokens":' + b"9" * 400)),
+    "huge-float-temperature": ("POST", COMP, JSON, _comp(b'"x"', b',"temperature":1e999')),
+    "nan-literal": ("POST", COMP, JSON, _comp(b'"x"', b',"temperature":NaN')),
+    "huge-token-id": ("POST", COMP, JSON, _comp(b"[1, 1267650600228229401496703205376]")),
+    "negative-token-id": ("POST", COMP, JSON, _comp(b"[-1, 2]")),
+    "wrong-type-prompt": ("POST", COMP, JSON, _comp(b'{"a": 1}')),
+    "wrong-type-messages": ("POST", CHAT, JSON, b'{"model":"tiny","messages":"hi"}'),
+    "wrong-type-model": ("POST", COMP, JSON, b'{"model":5,"prompt":"x"}'),
+    "wrong-type-stream": ("POST", COMP, JSON, _comp(b'"x"', b',"stream":"yes"')),
+    "message-not-object": ("POST", CHAT, JSON, b'{"model":"tiny","messages":[1,2]}'),
+    "duplicate-keys": ("POST", COMP, JSON, b'{"model":"nope","model":"tiny","prompt":"x","max_tokens":2}'),
+    "body-null": ("POST", COMP, JSON, b"null"),
+    "body-array": ("POST", COMP, JSON, b"[]"),
+    "body-string": ("POST", CHAT, JSON, b'"hello"'),
+    "body-empty": ("POST", COMP, JSON, b""),
+    "body-truncated": ("POST", COMP, JSON, _VALID[:-5]),
+    "body-bom": ("POST", COMP, JSON, b"\xef\xbb\xbf" + _VALID),
+    "text-plain-content-type": ("POST", COMP, {"content-type": "text/plain"}, _VALID),
+    "gzip-with-content-encoding": ("POST", COMP, {**JSON, "content-encoding": "gzip"}, gzip.compress(_VALID)),
+    "gzip-without-content-encoding": ("POST", COMP, JSON, gzip.compress(_VALID)),
+    "bad-gzip": ("POST", COMP, {**JSON, "content-encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage"),
+    "deflate": ("POST", COMP, {**JSON, "content-encoding": "deflate"}, zlib.compress(_VALID)),
+    "unknown-content-encoding": ("POST", COMP, {**JSON, "content-encoding": "br"}, _VALID),
+    "objective-huge-int": ("POST", COMP, {**JSON, "x-gateway-inference-objective": "9" * 5000}, _VALID),
+    "objective-negative": ("POST", COMP, {**JSON, "x-gateway-inference-objective": "-999999"}, _VALID),
+    "fairness-id-long": ("POST", COMP, {**JSON, "x-gateway-inference-fairness-id": "f" * 7000}, _VALID),
+    "model-rewrite-unknown": ("POST", COMP, {**JSON, "x-gateway-model-name-rewrite": "../../etc"}, _VALID),
+    "destination-hint-unknown": ("POST", COMP, {**JSON, "x-gateway-destination-endpoint": "10.0.0.1:1"}, _VALID),
+    "prefiller-header": ("POST", COMP, {**JSON, "x-prefiller-host-port": "169.254.169.254:80"}, _VALID),
+    "session-token-garbage": ("POST", COMP, {**JSON, "x-session-token": "%%%\x7f"}, _VALID),
+    "many-headers": ("POST", COMP, {**JSON, **{f"x-h{i}": "v" for i in range(90)}}, _VALID),
+    "oversized-header": ("POST", COMP, {**JSON, "x-big": "a" * 70_000}, _VALID),
+    "unknown-path": ("POST", "/v1/nope", JSON, _VALID),
+    "wrong-method": ("GET", COMP, {}, b""),
 }
 
 
@@ -115,15 +99,7 @@ def _send(g: GatewayProc, method: str, path: str, headers: dict[str, str], body:
         conn.close()
 
 
-def _params() -> list[Any]:
-    out = []
-    for name, (method, path, headers, body, known) in CASES.items():
-        marks = [pytest.mark.xfail(strict=False, reason=known)] if known else []
-        out.append(pytest.param(method, path, headers, body, marks=marks, id=name))
-    return out
-
-
-@pytest.mark.parametrize(("method", "path", "headers", "body"), _params())
+@pytest.mark.parametrize(("method", "path", "headers", "body"), [pytest.param(*c, id=n) for n, c in CASES.items()])
 def test_hostile_input_is_a_client_error(fuzz_gateway: GatewayProc, method: str, path: str,
                                          headers: dict[str, str], body: bytes) -> None:
     g = fuzz_gateway

@@ -143,11 +143,14 @@ class HttpTarget(_Model):
 class TrafficClass(_Model):
     """A share of the virtual cluster's requests with one flow-control priority (negative = sheddable).
 
-    Each request draws its class by ``weight`` from a seeded RNG; the class name is its fairness id."""
+    Each request draws its class by ``weight`` from a seeded RNG; the class name is its fairness id. ``slo_ttft_ms``
+    / ``slo_tpot_ms`` are the class's ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` headers (SLO-aware routing)."""
 
     name: str = Field(min_length=1)
     priority: int = 0
     weight: float = Field(1.0, gt=0)
+    slo_ttft_ms: float | None = Field(None, gt=0)
+    slo_tpot_ms: float | None = Field(None, gt=0)
 
 
 class VirtualFlowControl(_Model):
@@ -159,6 +162,7 @@ class VirtualFlowControl(_Model):
     max_queue_len: int = Field(10_000, ge=0)
     queue_ttl_s: float = Field(30.0, gt=0)
     max_queue_len_per_flow: int | None = Field(None, ge=1)
+    ordering: Literal["fcfs", "slo-deadline"] = "fcfs"  # inside a fairness id
     classes: list[TrafficClass] = Field(default_factory=list)  # empty: one class, priority 0
 
     @model_validator(mode="after")
@@ -185,6 +189,21 @@ class TierTarget(_Model):
     storage_bandwidth_gbps: float = Field(2.0, gt=0)  # storage -> GPU per replica
 
 
+class LoraTarget(_Model):
+    """LoRA traffic in the virtual cluster: each request names one of ``num_adapters`` adapters drawn by a Zipf
+    law (weight 1/rank^zipf_s; a session or prompt group keeps one adapter), or the base model with probability
+    ``1 - share``. Engines run vLLM's ``--max-loras`` slots; a load costs ``load_s`` (default: a rank-``rank``
+    adapter of the profile's shape at ``bandwidth_gbps``, ``sim.lora_slots.profile_load_s``)."""
+
+    num_adapters: int = Field(24, ge=1)
+    zipf_s: float = Field(1.0, ge=0)
+    share: float = Field(1.0, ge=0, le=1)
+    max_loras: int = Field(4, ge=1)
+    rank: int = Field(16, ge=1)
+    load_s: float | None = Field(None, ge=0)
+    bandwidth_gbps: float = Field(2.0, gt=0)
+
+
 class VirtualPD(_Model):
     """P/D topology of the virtual cluster (``cluster.virtual_pd``): the first ``prefill_replicas`` of
     ``replicas`` prefill, the rest decode; the KV moves over ``link`` (sim/kv_link.py defaults per kind)."""
@@ -194,6 +213,47 @@ class VirtualPD(_Model):
     link: Literal["nvlink", "rdma", "tcp"] = "rdma"
     link_bandwidth_gbps: float | None = Field(None, gt=0)
     link_setup_ms: float | None = Field(None, ge=0)
+
+
+class VirtualAutoscale(_Model):
+    """The autoscaler in the virtual cluster's loop (``lanterna.autoscale``): every ``interval_s`` of virtual time
+    it reads the scraped metrics and the gateway's demand and adds replicas (ready after a cold start) or drains
+    them. Needs flow control (requests wait there at zero replicas); a default one is used when none is set.
+
+    Cold start = ``startup_overhead_s`` + model weight bytes (from the profile, all TP shards) /
+    ``storage_bandwidth_bps``, unless ``cold_start_s`` is given. The model-based and token-capacity policies size a
+    replica with ``sim.timing`` for the workload's mean shape (``prompt_tokens``/``output_tokens``/
+    ``cached_fraction``; derived from the workload when not given) within ``ttft_s``/``itl_s``.
+    """
+
+    policy: Literal["fixed", "saturation", "token-capacity", "model-based"] = "saturation"
+    interval_s: float = Field(15.0, gt=0)
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int = Field(16, ge=1, le=1024)
+    initial_replicas: int | None = Field(None, ge=0)  # None: cluster.replicas
+    cold_start_s: float | None = Field(None, ge=0)
+    startup_overhead_s: float = Field(30.0, ge=0)
+    storage_bandwidth_bps: float = Field(2e9, gt=0)
+    cost_per_hour: float = Field(10.0, ge=0)  # per replica (all its GPUs)
+    scale_to_zero: bool = False
+    retention_s: float = Field(600.0, gt=0)
+    scale_up_window_s: float = Field(0.0, ge=0)
+    scale_down_window_s: float = Field(300.0, ge=0)
+    period_s: float = Field(15.0, gt=0)
+    scale_up_pods: int = Field(4, ge=1)
+    scale_down_pods: int = Field(1, ge=1)
+    scale_down_delay_after_up_s: float = Field(60.0, ge=0)
+    ttft_s: float = Field(2.0, gt=0)
+    itl_s: float = Field(0.05, gt=0)
+    prompt_tokens: float | None = Field(None, gt=0)
+    output_tokens: float | None = Field(None, gt=0)
+    cached_fraction: float | None = Field(None, ge=0, lt=1)
+    utilization: float = Field(0.8, gt=0, le=1)  # token-capacity: plan for this share of capacity
+    headroom: float = Field(0.9, gt=0, le=1)  # model-based: plan for this share of the sustainable rate
+    kv_cache_threshold: float = Field(0.80, gt=0, le=1)
+    queue_length_threshold: float = Field(5.0, ge=0)
+    kv_spare_trigger: float = Field(0.10, ge=0, le=1)
+    queue_spare_trigger: float = Field(3.0, ge=0)
 
 
 class ClusterTarget(_Model):
@@ -211,7 +271,15 @@ class ClusterTarget(_Model):
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
     tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
+    lora: LoraTarget | None = None  # LoRA adapters (None: every request uses the base model)
     pd: VirtualPD | None = None  # prefill/decode disaggregation; None: every replica serves both phases
+    autoscale: VirtualAutoscale | None = None  # None: ``replicas`` fixed for the whole run
+
+    @model_validator(mode="after")
+    def _autoscale_alone(self) -> ClusterTarget:
+        if self.autoscale is not None and self.pd is not None:
+            raise ValueError("autoscale with pd is not supported yet (one pool of replicas only)")
+        return self
 
 
 class Slo(_Model):

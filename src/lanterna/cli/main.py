@@ -16,10 +16,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("lanterna.cli.sidecar", "the decode pod's P/D proxy: runs the prefill leg (llm-d routing sidecar)"),
     "models": ("lanterna.cli.models", "build local test models (tiny random-weight Llama + tokenizer)"),
     "bench": ("lanterna.cli.bench", "benchmarks: run, sweep, plot, compare"),
+    "autoscale": ("lanterna.cli.autoscale", "autoscaler loop: gateway + vLLM metrics -> wva_desired_replicas, "
+                  "Deployment scale"),
     "config": ("lanterna.cli.config", "configuration: show the effective tree"),
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
     "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
     "deploy": ("lanterna.cli.deploy", "Kubernetes: render manifests (gateway or EPP mode, vLLM, RBAC, monitoring)"),
+    "plan": ("lanterna.cli.plan", "capacity planning: memory per GPU, SLO sizing, CPU calibration"),
 }
 
 

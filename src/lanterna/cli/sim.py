@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--enable-lora", action="store_true")
     a("--max-loras", type=int, default=1)
     a("--max-lora-rank", type=int, default=16)
+    a("--lora-load-s", type=float, default=None,
+      help="seconds to load an adapter that is not in a GPU slot (default: rank-sized adapter at 2 GB/s)")
     a("--lora-modules", nargs="+", default=[], help="name=path or JSON {name, path}")
     a("--enable-prompt-tokens-details", action="store_true", help="accepted; details are always reported")
     a("--kv-transfer-config", default=None,
@@ -74,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="how long a prefill replica holds KV for a decoder that never pulls it")
     a("--failure-rate", type=float, default=0.0)
     a("--failure-types", default="http_500")
+    a("--startup-delay", type=float, default=0.0, metavar="S",
+      help="seconds before the server listens (a model-load stand-in: exercises cold starts and scale-from-zero)")
     a("--log-level", default="WARNING")
 
 
@@ -110,6 +114,17 @@ def hash_seed(seed: int) -> int:
     the launcher gives each replica its own ``--seed``."""
     env = os.environ.get("PYTHONHASHSEED", "")
     return int(env) if env.isdigit() else seed
+
+
+def _lora_load_s(args: argparse.Namespace, profile: Any) -> float:
+    """``--lora-load-s``, else the load time of a ``--max-lora-rank`` adapter of the profile's shape."""
+    from lanterna.sim.lora_slots import profile_load_s
+
+    if args.lora_load_s is not None:
+        if args.lora_load_s < 0:
+            raise FlagError(f"--lora-load-s must be >= 0, got {args.lora_load_s}")
+        return float(args.lora_load_s)
+    return profile_load_s(profile, args.max_lora_rank)
 
 
 def build(args: argparse.Namespace) -> Any:
@@ -171,7 +186,9 @@ def build(args: argparse.Namespace) -> Any:
                                  num_storage_blocks=tiers.num_storage_blocks,
                                  kv_bytes_per_token=profile.kv_bytes_per_token,
                                  cpu_bandwidth_bps=tiers.cpu_bandwidth_bps,
-                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps), timer, seed=args.seed,
+                                 storage_bandwidth_bps=tiers.storage_bandwidth_bps,
+                                 max_loras=args.max_loras if args.enable_lora else 0,
+                                 lora_load_s=_lora_load_s(args, profile)), timer, seed=args.seed,
                     storage=storage)
     lora = LoraRegistry(enabled=args.enable_lora, max_loras=args.max_loras)
     for name, path in _lora_modules(args.lora_modules):
@@ -204,9 +221,11 @@ def build(args: argparse.Namespace) -> Any:
     return SimServer(settings, engine, tok, metrics, publisher, lora, failures, pd=pd)
 
 
-async def _serve(srv: Any, host: str, port: int) -> None:
+async def _serve(srv: Any, host: str, port: int, startup_delay_s: float = 0.0) -> None:
     from aiohttp import web
 
+    if startup_delay_s > 0:
+        await asyncio.sleep(startup_delay_s)  # "loading weights": /health answers nothing until it passes
     runner = web.AppRunner(srv.build_app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
@@ -238,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lanterna sim: error: {exc}", file=sys.stderr)
         return 2
     try:
-        _run_loop(_serve(srv, args.host, args.port))
+        _run_loop(_serve(srv, args.host, args.port, max(0.0, args.startup_delay)))
     except OSError as exc:
         print(f"lanterna sim: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)

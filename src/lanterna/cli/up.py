@@ -5,6 +5,7 @@
     lanterna up --workers 2                                            # two gateway processes, one port
     lanterna up --prefill-replicas 1 --decode-replicas 3 [--pd-placement sidecar]   # P/D (xPyD) sims
     lanterna up --endpoint prefill=10.0.0.5:8000 --endpoint decode=10.0.0.6:8000     # P/D real servers
+    lanterna up --autoscale --min-replicas 0 --max-replicas 4 --cold-start 5          # sims come and go
 
 Prints where to send requests; Ctrl-C or SIGTERM stops the gateway, then every replica.
 """
@@ -50,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="P/D: disaggregate only when the decode endpoint would compute at least this many uncached prompt "
            "tokens (prefix-based-pd-decider nonCachedTokens; used when no --scheduler-config is given)")
     a("--start-timeout", type=float, default=60.0, help="seconds to wait for replicas to become healthy")
+    a("--autoscale", action="store_true",
+      help="start --min-replicas sims and let the autoscaler (saturation policy) add and remove sims; at zero, "
+           "requests wait in flow control for the cold start")
+    a("--cold-start", type=float, default=0.0, metavar="S", help="--autoscale: each sim's startup delay")
+    from lanterna.cli.autoscale import add_scaling_arguments
+
+    add_scaling_arguments(p)
 
 
 def _print_table(cfg: Any, endpoints: list[Any], models: list[str], workers: int = 1) -> None:
@@ -115,6 +123,34 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
         endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
                               labels={ROLE_LABEL: r.role or "both"},
                               kv_events_endpoint=(r.sidecar_for or r).kv_events_endpoint) for r in replicas]
+    elif args.autoscale and not cfg.endpoints.static:
+        from lanterna.cli.autoscale import build_scaler
+
+        scaler, variant = build_scaler(args, args.variant or args.sim_model)
+        if args.workers != 1:
+            raise ConfigError("--autoscale runs one gateway process (--workers 1)")
+        if not cfg.flowcontrol.enabled:
+            raise ConfigError("--autoscale needs flow control (requests wait in its queue at zero replicas)")
+        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1",
+                               sim_args=[*args.sim_arg, "--startup-delay", str(args.cold_start)],
+                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout + args.cold_start)
+        atexit.register(launcher.stop_sync)
+        if cfg.kvindex.tokenizer is None:
+            cfg.kvindex.tokenizer = "default"
+        model = args.sim_model
+        cfg.flowcontrol.hold_models = [*cfg.flowcontrol.hold_models, model]
+        print(f"starting {args.min_replicas} simulated replicas of {model} (autoscaling {args.min_replicas}.."
+              f"{args.max_replicas}) ...", file=sys.stderr, flush=True)
+        try:
+            started = await launcher.start(args.min_replicas)
+        except LaunchError as exc:
+            raise ConfigError(str(exc)) from None
+        endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
+                              kv_events_endpoint=r.kv_events_endpoint) for r in started]
+        try:
+            return await _serve_autoscaled(args, cfg, endpoints, model, launcher, started, scaler, variant)
+        finally:
+            await launcher.stop()
     elif not cfg.endpoints.static:
         if args.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
@@ -142,6 +178,38 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
     finally:
         if launcher is not None:
             await launcher.stop()
+
+
+async def _serve_autoscaled(args: argparse.Namespace, cfg: Any, endpoints: list[Any], model: str, launcher: Any,
+                            started: list[Any], scaler: Any, variant: Any) -> int:
+    """The gateway with the autoscaling loop beside it: the loop scrapes the gateway's own ``/metrics`` and the
+    sims', a request held at zero wakes it at once, and ``LocalActuator`` starts, adds, drains and stops sims."""
+    from lanterna.autoscale.loop import AutoscaleLoop, LoopConfig
+    from lanterna.cluster.autoscale_local import LocalActuator
+
+    tasks: list[asyncio.Task[None]] = []
+    actuators: list[LocalActuator] = []
+
+    def on_ready(gw: Any) -> None:
+        act = LocalActuator(launcher, gw, variant.name, drain_timeout_s=cfg.gateway.limits.drain_timeout_s)
+        act.adopt(started)
+        loop = AutoscaleLoop(scaler, [variant], LoopConfig(f"http://{cfg.gateway.host}:{cfg.gateway.port}",
+                                                           interval_s=args.interval), act.endpoints, act)
+        gw.on_hold = loop.wake
+        actuators.append(act)
+        tasks.append(asyncio.create_task(loop.run(), name="autoscale"))
+        _print_table(cfg, gw.store.all(), [model])
+        print(f"autoscaling {variant.name}: {args.min_replicas}..{args.max_replicas} replicas, saturation policy, "
+              f"every {args.interval:g}s (cold start {args.cold_start:g}s)", flush=True)
+
+    try:
+        return await serve_until_signal(cfg, endpoints, on_ready)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for act in actuators:
+            await act.close()
 
 
 def pd_scheduler(threshold: int) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class SimLauncher:
     start_timeout_s: float = 60.0
     replicas: list[Replica] = field(default_factory=list)
     _logdir: tempfile.TemporaryDirectory[str] | None = None
+    _num_spawned: int = 0  # names and seeds stay unique while replicas come and go (autoscaling)
 
     def _command(self, r: Replica) -> list[str]:
         if r.sidecar_for is not None:
@@ -92,7 +93,7 @@ class SimLauncher:
                     *sum((["--allow-prefiller", p.address] for p in self.replicas if p.role == "prefill"), [])]
         role = ["--role", r.role] if r.role is not None else []
         cmd = [self.python, "-m", "lanterna.cli.main", "sim", *role, "--model", self.model, "--host", self.host,
-               "--port", str(r.port), "--seed", str(len(self.replicas))]
+               "--port", str(r.port), "--seed", str(self._num_spawned)]
         if r.kv_port:
             cmd += ["--kv-events-config", json.dumps({
                 "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{r.kv_port}",  # binds (vLLM: "*" binds, a host connects)
@@ -104,7 +105,7 @@ class SimLauncher:
         (allowing every prefill replica started before it)."""
         if self._logdir is None:
             self._logdir = tempfile.TemporaryDirectory(prefix="lanterna-up-")
-        i = len(self.replicas)
+        i = self._num_spawned
         kv = self.kv_events and sidecar_for is None
         r = Replica(f"sidecar-{i}" if sidecar_for else f"sim-{i}", self.host, free_port(self.host),
                     free_port(self.host) if kv else None, self.model, role=role, sidecar_for=sidecar_for)
@@ -114,6 +115,7 @@ class SimLauncher:
                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.replicas.append(r)
+        self._num_spawned += 1
         return r
 
     async def wait_ready(self, replicas: list[Replica]) -> None:
@@ -178,6 +180,23 @@ class SimLauncher:
         if self._logdir is not None:
             self._logdir.cleanup()
             self._logdir = None
+
+    async def stop_replica(self, r: Replica, grace_s: float = 5.0) -> None:
+        """Stop one replica (SIGTERM, then SIGKILL after ``grace_s``) and forget it (autoscaling down)."""
+        if r in self.replicas:
+            self.replicas.remove(r)
+        p = r.proc
+        if p is None or p.poll() is not None:
+            return
+        try:
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.to_thread(p.wait, grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            await asyncio.to_thread(p.wait)
 
     def stop_sync(self) -> None:
         """Last-resort cleanup (atexit): kill whatever is still running."""

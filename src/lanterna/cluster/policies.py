@@ -47,6 +47,19 @@ def _approximate_no_hit_lru() -> EppConfig:
                     ("prefix-cache-scorer", 3, None), ("no-hit-lru-scorer", 2, None), ("max-score-picker", None, None)])
 
 
+def _llmd_lora() -> EppConfig:
+    """llm-d's default weights plus its ``lora-affinity-scorer`` (weight 2, as queue and KV)."""
+    return _single([("queue-scorer", 2, None), ("kv-cache-utilization-scorer", 2, None),
+                    ("prefix-cache-scorer", 3, None), ("lora-affinity-scorer", 2, None), ("max-score-picker", None, None)])
+
+
+def _lanterna_lora() -> EppConfig:
+    """``lanterna`` plus ``lanterna-lora-placement-scorer`` (weight 6: above no-hit-lru's 4, so the per-adapter
+    replica bound holds; neutral for base-model requests). docs/design/lora.md has the measurements."""
+    return _single([("cost-model-scorer", 1, None), ("no-hit-lru-scorer", 4, None),
+                    ("lanterna-lora-placement-scorer", 6, None), ("max-score-picker", None, None)])
+
+
 POLICIES: dict[str, Callable[[], EppConfig]] = {
     "round-robin": lambda: _single([("round-robin", None, None)]),
     "random": lambda: _single([("random-picker", None, None)]),
@@ -56,6 +69,12 @@ POLICIES: dict[str, Callable[[], EppConfig]] = {
     "precise-no-hit-lru": _precise_no_hit_lru,
     "approximate-no-hit-lru": _approximate_no_hit_lru,
     "lanterna": lanterna_recommended_config,
+    "llm-d-lora": _llmd_lora,
+    "lanterna-lora": _lanterna_lora,
+    # SLO-aware routing (docs/design/slo.md): the predictor alone, and llm-d's prefix+load weights beside it
+    "predicted-latency": lambda: _single([("predicted-latency-scorer", 1, None), ("max-score-picker", None, None)]),
+    "prefix-load": lambda: _single([("prefix-cache-scorer", 3, None), ("queue-scorer", 2, None),
+                                    ("kv-cache-utilization-scorer", 2, None), ("max-score-picker", None, None)]),
     "pd": lambda: parse_epp_config(pd_policy_doc(256)),  # the virtual P/D cluster uses cluster.pd.threshold
 }
 

@@ -13,7 +13,9 @@ discrete-event simulation over a heap of (time, seq, kind, ...) events:
              ``response_complete``; an engine with work starts its next step at the same instant;
 - scrape:    every ``scrape_interval_s`` copy ``Engine.stats()`` into ``Endpoint.metrics``, so policies
              see metrics exactly as stale as the real scraper leaves them;
-- expiry:    a request's queue TTL (flow control only).
+- expiry:    a request's queue TTL (flow control only);
+- ready/tick: with ``cluster.autoscale``, a replica finishing its cold start, and the autoscaler's periodic
+             decision (``cluster.virtual_autoscale``): replicas come and go at runtime, a removed one drains first.
 
 With ``cluster.flow_control`` an arrival first passes the gateway's flow control (``FlowCore``: priority bands,
 fairness, queue TTL, shedding), which is told "saturated" by the gateway's rule (``pool_saturated``) over the
@@ -34,10 +36,10 @@ import random
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
-from lanterna.bench.config import BenchConfig, ClusterTarget
+from lanterna.bench.config import BenchConfig, ClusterTarget, TrafficClass
 from lanterna.bench.load import StagePlan, arrival_offsets
 from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
@@ -45,10 +47,13 @@ from lanterna.bench.report import RunResult, StageResult, now_utc
 from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
+from lanterna.cluster.headroom import HeadroomModel, RequestBound, stage_headroom
+from lanterna.cluster.lora import AdapterMix, engine_lora_kwargs, lora_summary, scrape_lora
 from lanterna.cluster.policies import resolve_policy
+from lanterna.cluster.slo import PredictionTally, with_cluster_timing
 from lanterna.cluster.tiers import STORAGE_MOUNT, engine_tier_kwargs, make_shared_storage
 from lanterna.endpoints.types import Endpoint
-from lanterna.errors import NoCapacity
+from lanterna.errors import NoCapacity, RateLimited
 from lanterna.flowcontrol import (
     DEFAULT_FAIRNESS_ID,
     EntryState,
@@ -62,10 +67,11 @@ from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
+from lanterna.scheduler.predict import record_latency
 from lanterna.sim.tiers import KVTier
 from lanterna.sim.types import EngineRequest, StepOutput
 
-_STEP, _ARRIVE, _SCRAPE, _EXPIRE = 0, 1, 2, 3
+_STEP, _ARRIVE, _SCRAPE, _EXPIRE, _READY, _TICK = 0, 1, 2, 3, 4, 5
 MIN_STEP_S = 1e-4  # an engine that reports a zero-length step still moves time forward
 REJECT_S = 1e-3  # a rejected closed-loop client sends its next request after one gateway round trip
 _QUEUED, _GRANTED = EntryState.QUEUED, EntryState.GRANTED
@@ -87,7 +93,8 @@ def make_engine(c: ClusterTarget, seed: int, storage: KVTier | None = None) -> E
     blocks = c.num_gpu_blocks or p.num_gpu_blocks(c.block_size)
     cfg = EngineConfig(block_size=c.block_size, num_gpu_blocks=blocks, max_num_seqs=c.max_num_seqs,
                        max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=1 << 20,
-                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c))
+                       compact_outputs=True, kv_bytes_per_token=p.kv_bytes_per_token, **engine_tier_kwargs(c),
+                       **engine_lora_kwargs(c))
     return Engine(cfg, make_timer("physics", c.profile), seed=seed, storage=storage)
 
 
@@ -116,28 +123,42 @@ class VirtualCluster:
         self.clock = VirtualClock()
         self.index = KVIndex()
         self.applier = EventApplier(self.index)
-        self.endpoints = [Endpoint(id=f"10.0.{i // 250}.{i % 250 + 1}:8000", address=f"10.0.{i // 250}.{i % 250 + 1}:8000",
-                                   models=frozenset({self.c.model})) for i in range(self.c.replicas)]
+        self._engine_factory = engine_factory
+        # Replicas by creation index (grow-only); ``endpoints`` is the routable subset the scheduler sees and
+        # ``_scraped`` the indexes whose metrics are copied (ready ones; all of them without autoscaling).
+        self.all_endpoints: list[Endpoint] = []
+        self.engines: list[EngineLike] = []
+        self._busy: list[bool] = []
+        self._index_of: dict[str, int] = {}
+        self.endpoints: list[Endpoint] = []
+        self._scraped: list[int] = []
         self.storage = make_shared_storage(self.c)  # one tier every engine shares, or None
-        self.engines: list[EngineLike] = [
-            engine_factory(self.c, cfg.seed * 1000 + i, *((self.storage,) if self.storage is not None else ()))
-            for i in range(self.c.replicas)]
-        mount = STORAGE_MOUNT if self.storage is not None else None
-        for ep in self.endpoints:
-            self.applier.add_endpoint(ep.id, self.c.model, storage=mount)
+        self._mount = STORAGE_MOUNT if self.storage is not None else None
         self.index.set_block_size(self.c.model, self.c.block_size)
-        self.sched = Scheduler.from_config(resolve_policy(self.c.policy), rng=random.Random(cfg.seed),
+        self.autoscaler: Any = None
+        initial = self.c.replicas
+        if self.c.autoscale is not None:
+            from lanterna.cluster.virtual_autoscale import AutoscaleDriver
+
+            self.autoscaler = AutoscaleDriver(self, self.c.autoscale)
+            initial = self.autoscaler.initial_replicas
+        for _ in range(initial):
+            self._route(self._add_replica())
+        policy = with_cluster_timing(resolve_policy(self.c.policy), self.c.profile, self.c.max_num_batched_tokens,
+                                     self.c.max_num_seqs)
+        self.sched = Scheduler.from_config(policy, rng=random.Random(cfg.seed),
                                            clock=self.clock, services=SchedulerServices(kv_index=self.index))
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
         self.load_rng = random.Random(cfg.seed + 1)
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = itertools.count()
         self._ids = itertools.count()
-        self._busy = [False] * self.c.replicas
         self._flights: dict[str, _Flight] = {}
         self._text: OrderedDict[str, str] = OrderedDict()
         self._scrape_armed = False
         self._stage_records: list[RequestRecord] = []
+        self._stage_bounds: list[RequestBound] = []  # parallel to _stage_records: what no policy can beat
+        self.bound_model = HeadroomModel(self.c.profile, self.c.max_num_batched_tokens, self.c.max_num_seqs)
         self._closed_loop: Any = None
         self.routed = Counter[str]()
         self.progress = StageProgress(enabled=progress)
@@ -146,15 +167,53 @@ class VirtualCluster:
         self.flow: FlowCore | None = None
         self._saturated = False
         self._stale_expiries = 0  # TTL events in the heap whose entry already left the queue
+        self._req_class: dict[str, TrafficClass] = {}  # request id -> its class, until it is dispatched
+        self.prediction = PredictionTally()
         fc = self.c.flow_control
+        if fc is None and self.autoscaler is not None:
+            from lanterna.bench.config import VirtualFlowControl
+
+            fc = VirtualFlowControl.model_validate({})  # at zero replicas requests must wait somewhere: the gateway's queue
         self._classes = fc.classes if fc is not None else []
         self._class_weights = list(itertools.accumulate(k.weight for k in self._classes))
         self._class_rng = random.Random(cfg.seed + 2)
+        self.adapters = AdapterMix(self.c.lora, cfg.seed + 3) if self.c.lora is not None else None
+        self.lora_placements: dict[str, set[str]] = {}  # adapter -> endpoints it was sent to
         if fc is not None and fc.enabled:
             self.flow = FlowCore(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s,
-                                            max_queue_len_per_flow=fc.max_queue_len_per_flow),
+                                            max_queue_len_per_flow=fc.max_queue_len_per_flow,
+                                            ordering=fc.ordering),
                                  self.clock, self._is_saturated)
+            self.flow.held = not self.endpoints
+        self._tick_armed = self.autoscaler is None  # True: nothing to arm
+        self._tick_in_heap = 0  # the autoscaler's tick event waiting in the heap (0 or 1)
+
+    # -- replicas ----------------------------------------------------------------------------------------------
+    def _add_replica(self) -> int:
+        """Create replica i (engine + endpoint), not yet routable."""
+        i = len(self.engines)
+        addr = f"10.0.{i // 250}.{i % 250 + 1}:8000"
+        ep = Endpoint(id=addr, address=addr, models=frozenset({self.c.model}))
+        self.all_endpoints.append(ep)
+        storage = (self.storage,) if self.storage is not None else ()
+        self.engines.append(self._engine_factory(self.c, self.cfg.seed * 1000 + i, *storage))
+        self._busy.append(False)
+        self._index_of[ep.id] = i
+        return i
+
+    def _route(self, i: int) -> None:
+        """Replica i is ready: index its KV events, scrape it, let the scheduler pick it."""
+        ep = self.all_endpoints[i]
+        self.applier.add_endpoint(ep.id, self.c.model, storage=self._mount)
+        self.endpoints.append(ep)
+        self._scraped.append(i)
+
+    def _unroute(self, i: int) -> None:
+        """No new requests for replica i (draining); its in-flight ones finish."""
+        ep = self.all_endpoints[i]
+        self.endpoints.remove(ep)
+        self._scraped.remove(i)
 
     # -- event plumbing ----------------------------------------------------------------------------
     def _push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
@@ -162,9 +221,12 @@ class VirtualCluster:
         if not self._scrape_armed:
             self._scrape_armed = True
             heapq.heappush(self._heap, (t, next(self._seq), _SCRAPE, None, None))
+        if not self._tick_armed:
+            self._tick_armed, self._tick_in_heap = True, 1
+            heapq.heappush(self._heap, (t, next(self._seq), _TICK, None, None))
 
     def _drain(self, on_done: Any = None) -> None:
-        heap, clock = self._heap, self.clock
+        heap, clock, scaler = self._heap, self.clock, self.autoscaler
         while heap:
             t, _, kind, a, b = heapq.heappop(heap)
             if kind == _EXPIRE:
@@ -184,19 +246,32 @@ class VirtualCluster:
                     a.chain(t)
                     a = a.item
                 self._arrive(a, b, t)
-            else:
+            elif kind == _SCRAPE:
                 self._scrape(t)
-                if len(heap) > self._stale_expiries:
+                # periodic events re-arm only while something else is pending (dead TTL timers and the
+                # autoscaler's tick do not count), so the run ends when the work does
+                if len(heap) > self._stale_expiries + self._tick_in_heap:
                     heapq.heappush(heap, (t + self.c.scrape_interval_s, next(self._seq), _SCRAPE, None, None))
                 else:
                     self._scrape_armed = False
+            elif kind == _TICK:
+                scaler.tick(t)
+                if len(heap) > self._stale_expiries + self._scrape_armed:
+                    heapq.heappush(heap, (t + scaler.interval_s, next(self._seq), _TICK, None, None))
+                else:
+                    self._tick_armed, self._tick_in_heap = False, 0
+            else:
+                scaler.on_ready(a, t)
 
     def _scrape(self, t: float) -> None:
-        for ep, eng in zip(self.endpoints, self.engines, strict=True):
-            s, m = eng.stats(), ep.metrics
+        eps, engines = self.all_endpoints, self.engines
+        for i in self._scraped:
+            s, m = engines[i].stats(), eps[i].metrics
             m.num_running, m.num_waiting, m.kv_cache_usage = s.num_running, s.num_waiting, s.kv_cache_usage
             m.block_size, m.num_gpu_blocks = s.block_size, s.num_gpu_blocks
             m.prefix_cache_queries, m.prefix_cache_hits = float(s.prefix_cache_queries), float(s.prefix_cache_hits)
+            if self.adapters is not None:
+                scrape_lora(m, s)
             m.scraped_at = t
         flow = self.flow
         if flow is not None:
@@ -225,18 +300,25 @@ class VirtualCluster:
     def _arrive(self, item: WorkItem, stage: int, t: float) -> None:
         rid = f"v{next(self._ids)}"
         rec = RequestRecord(rid, stage, t, t, prompt_tokens=item.num_prompt_tokens, group=item.group)
+        if self.autoscaler is not None:
+            self.autoscaler.on_arrival(item, t)
         self._stage_records.append(rec)
+        self._stage_bounds.append(self.bound_model.add(item))
         flow = self.flow
         if flow is None:
             self._dispatch(rec, item, None, t)
             return
-        fid, prio = DEFAULT_FAIRNESS_ID, 0
+        fid, prio, deadline = DEFAULT_FAIRNESS_ID, 0, None
         if self._classes:
             k = self._classes[bisect.bisect_right(self._class_weights,
                                                   self._class_rng.random() * self._class_weights[-1])]
             fid, prio = k.name, k.priority
             rec.traffic_class = k.name
-        entry, changed = flow.admit(FlowRequest(rid, fairness_id=fid, priority=prio, model=self.c.model))
+            self._req_class[rid] = k
+            if k.slo_ttft_ms is not None:
+                deadline = t + k.slo_ttft_ms / 1e3
+        entry, changed = flow.admit(FlowRequest(rid, fairness_id=fid, priority=prio, model=self.c.model,
+                                                slo_deadline=deadline))
         entry.waiter = (rec, item)
         if changed:
             self._settle(changed, t)
@@ -268,6 +350,7 @@ class VirtualCluster:
     def _reject(self, rec: RequestRecord, entry: FlowEntry, t: float) -> None:
         """What the gateway answers 429 / 503: a failure by reason, never a silent loss."""
         reason = entry.drop_reason
+        self._req_class.pop(rec.request_id, None)
         rec.error = f"rejected_{reason.value if reason is not None else 'saturated'}"
         self._on_finished(t, rejected=True)
 
@@ -280,23 +363,35 @@ class VirtualCluster:
         """Schedule and start one request; False when no endpoint could take it (recorded as a failure)."""
         rid = rec.request_id
         tokens = item.token_ids()
+        lora = self.adapters.pick(item) if self.adapters is not None else None
+        k = self._req_class.pop(rid, None)
         req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
                            token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
-                           session_token=item.session)
+                           session_token=item.session, lora=lora, received_at=rec.scheduled_s)
+        if k is not None:
+            req.priority = k.priority
+            req.slo_ttft_s = k.slo_ttft_ms / 1e3 if k.slo_ttft_ms is not None else None
+            req.slo_tpot_s = k.slo_tpot_ms / 1e3 if k.slo_tpot_ms is not None else None
         try:
             result = self.sched.schedule(req, self.endpoints)
         except NoCapacity:
             rec.error = "no_capacity"
             self._on_finished(t)
             return False
+        except RateLimited:  # predicted to miss its SLO everywhere and sheddable: the gateway's 429
+            rec.error = "rejected_slo_shed"
+            self._on_finished(t, rejected=True)
+            return False
         ep = result.targets[0]
-        i = self.endpoints.index(ep)
+        i = self._index_of[ep.id]
         self.sched.pre_request(req, result)
         rec.endpoint = ep.id
         self.routed[ep.id] += 1
-        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i,
+        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len, lora), i,
                                     entry)
-        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t))
+        if lora is not None:
+            self.lora_placements.setdefault(lora, set()).add(ep.id)
+        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t, lora_name=lora))
         if not self._busy[i]:
             self._start_step(i, t)
         return True
@@ -308,7 +403,7 @@ class VirtualCluster:
 
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
         if out.kv_events:
-            self.applier.apply_events(self.endpoints[i].id, out.kv_events)
+            self.applier.apply_events(self.all_endpoints[i].id, out.kv_events)
         flights = self._flights
         for rid in getattr(out, "decoded", ()):  # compact engines: one plain decode token each
             fl = flights.get(rid)
@@ -342,7 +437,11 @@ class VirtualCluster:
                     rec.error = f"engine_{rt.finish_reason}"
                 rec.end_s = t
                 fl.ticket.release()
-                self.sched.response_complete(fl.req, fl.result, self.endpoints[i].id, rec.cached_tokens)
+                self.sched.response_complete(fl.req, fl.result, self.all_endpoints[i].id, rec.cached_tokens)
+                if rec.error is None:
+                    n, ft = rec.output_tokens, rec.first_token_s
+                    tpot = (t - ft) / (n - 1) if ft is not None and n >= 2 else None
+                    self.prediction.add(record_latency(fl.req, self.all_endpoints[i].id, ft, tpot))
                 del flights[rt.request_id]
                 if fl.entry is not None:
                     assert self.flow is not None
@@ -354,6 +453,8 @@ class VirtualCluster:
             self._start_step(i, t)
         else:
             self._busy[i] = False
+            if self.autoscaler is not None:
+                self.autoscaler.on_idle(i, t)
 
     def _on_finished(self, t: float, *, rejected: bool = False) -> None:
         self.progress.advance(self._bar)
@@ -365,7 +466,7 @@ class VirtualCluster:
         st, t0 = plan.stage, self.clock.now()
         total = st.num_requests or (int(st.rate * st.duration_s) if st.rate and st.duration_s else None)
         self._bar = self.progress.add(plan.label, total)
-        self._stage_records = []
+        self._stage_records, self._stage_bounds = [], []
         self._closed_loop = None
         if st.concurrency is not None:
             budget = itertools.count(1)
@@ -385,8 +486,18 @@ class VirtualCluster:
             self._push_arrivals(plan.index, (t0 + o for o in offsets))
         self._drain()
         self._closed_loop = None
-        summary = summarize(self._stage_records, requested_rate=st.rate, concurrency=st.concurrency, slo=self.cfg.slo)
+        summary = self._with_headroom(summarize(self._stage_records, requested_rate=st.rate,
+                                                concurrency=st.concurrency, slo=self.cfg.slo))
         return StageResult(plan.index, plan.label, summary, self._stage_records)
+
+    def _with_headroom(self, summary: StageSummary) -> StageSummary:
+        recs = self._stage_records
+        span = max(r.scheduled_s for r in recs) - min(r.scheduled_s for r in recs) if recs else None
+        ttft = summary.latency.ttft
+        h = stage_headroom(self._stage_bounds, ttft.to_json() if ttft is not None else None,
+                           summary.throughput.output_tokens_per_s, span,
+                           None if self.autoscaler is not None else self.c.replicas)
+        return replace(summary, headroom=h)
 
     def _push_arrivals(self, stage: int, times: Iterator[float]) -> None:
         """Arrivals chained one at a time (bounded heap): each arrival pushes the next."""
@@ -416,14 +527,14 @@ class VirtualCluster:
         if self.cfg.load.type == "trace":
             items = list(self.items)
             self.items = iter(items)
-            self._stage_records, self._closed_loop = [], None
+            self._stage_records, self._stage_bounds, self._closed_loop = [], [], None
             self._bar = self.progress.add("trace", len(items))
             self._push_arrivals(0, iter([it.arrival_s or 0.0 for it in items]))
             self._drain()
             span = (items[-1].arrival_s or 0.0) if items else 0.0
             rate = (len(items) - 1) / span if span > 0 else None
-            stages.append(StageResult(0, "trace", summarize(self._stage_records, requested_rate=rate,
-                                                            slo=self.cfg.slo), self._stage_records))
+            summary = self._with_headroom(summarize(self._stage_records, requested_rate=rate, slo=self.cfg.slo))
+            stages.append(StageResult(0, "trace", summary, self._stage_records))
         else:
             driver = StageDriver(self.cfg.load)
             last: StageSummary | None = None
@@ -439,6 +550,12 @@ class VirtualCluster:
                  "speedup_vs_real_time_cpu": sim / cpu if cpu else None,
                  "num_events": self.num_events, "routed": dict(sorted(self.routed.items())),
                  "policy": self.c.policy, "scheduler_plugins": self.sched.plugin_names()}
+        if self.prediction.count:
+            extra["prediction"] = self.prediction.summary()
+        if self.adapters is not None:
+            extra["lora"] = lora_summary([e.id for e in self.all_endpoints], self.engines, self.lora_placements)
+        if self.autoscaler is not None:
+            extra["autoscale"] = self.autoscaler.summary(sim)
         if self.flow is not None:
             fs = self.flow.stats()
             extra["flow_control"] = {"admitted": fs.admitted_total, "dispatched": fs.dispatched_total,

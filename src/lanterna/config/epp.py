@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lanterna.config.yamltext import parse_yaml, read_text
 from lanterna.errors import ConfigError
 
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
@@ -164,18 +164,8 @@ def load_epp_config(source: str | Path | Mapping[str, Any]) -> EppConfig:
     if not text.strip():
         raise ConfigError("scheduler config is empty")
     if isinstance(source, Path) or ("\n" not in text and ":" not in text.split("/")[-1]):
-        path = Path(text)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"scheduler config {text!r}: cannot read file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"scheduler config is not valid YAML{where}: {problem}") from None
+        text = read_text(Path(text), "scheduler config")
+    data = parse_yaml(text, "scheduler config")
     if data is None:
         raise ConfigError("scheduler config is empty")
     return parse_epp_config(data)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from lanterna.config.model import LanternaConfig
+from lanterna.config.yamltext import parse_yaml, read_text
 from lanterna.errors import ConfigError
 
 ENV_PREFIX = "LANTERNA_"
@@ -30,7 +31,7 @@ DEFAULT_SCHEDULER = "lanterna"
 def _scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -59,24 +60,16 @@ def _cli_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     out = []
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        path = [p for p in key.strip().split(".") if p]
+        if not sep or not path:
             raise ConfigError(f"config override {item!r} must look like section.key=value")
-        out.append(([p for p in key.strip().split(".") if p], _scalar(raw)))
+        out.append((path, _scalar(raw)))
     return out
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {p}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = parse_yaml(read_text(p, "config file"), f"config file {p}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -88,7 +81,8 @@ def _describe(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or "(root)"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {loc}: {err['msg']}{more}"
+    msg = " ".join(str(err["msg"]).split())  # one line, whatever the validator's wording
+    return f"{source}: {loc}: {msg}{more}"
 
 
 def load_config(

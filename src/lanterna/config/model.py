@@ -156,6 +156,11 @@ class FlowControlConfig(_Section):
     queue_ttl_s: float = Field(default=30.0, gt=0)
     max_queue_len_per_flow: int | None = Field(default=None, ge=1)
     retry_after_s: float = Field(default=1.0, gt=0)
+    ordering: Literal["fcfs", "slo-deadline"] = "fcfs"  # inside a fairness id (llm-d's ordering policies)
+    # Scale-from-zero pools (``lanterna up --autoscale``, ``lanterna autoscale``): a request for one of these
+    # models while no endpoint is ready waits in the queue (TTL -> 503, cap -> 429) for a replica to start,
+    # instead of 503 at once; the gateway counts as one pool, so the hold is on while no endpoint is ready.
+    hold_models: list[str] = Field(default_factory=list)
 
 
 class ApiKeySpec(_Section):

@@ -47,6 +47,9 @@ class EndpointLoad:
     in_flight_prefill_tokens: int = 0
     in_flight_decode_seqs: int = 0
     in_flight_kv_tokens: int = 0
+    # LoRA adapter -> requests in flight here; an absent key is 0 (the entry is dropped at 0, so the dict is
+    # bounded by the adapters active on the endpoint). Scraped ``running_lora_adapters`` lags by a scrape.
+    in_flight_adapters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True, eq=False)

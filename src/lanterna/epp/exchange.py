@@ -211,7 +211,7 @@ class Exchange:
         if pf is not None and pf.id != ep.id:
             # The decode side's sidecar prefills there; hold its prefill load until the first response byte.
             headers[HDR_PREFILLER] = pf.address
-            self._pf_ticket = LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1)
+            self._pf_ticket = LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1, call.sreq.lora)
         rewritten = call.body is not body
         if rewritten:
             headers["content-length"] = str(len(call.body))

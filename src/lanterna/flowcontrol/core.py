@@ -6,9 +6,14 @@ Protocol (the caller owns waking): ``admit`` either grants a slot at once (state
 each DROPPED one. A GRANTED entry holds a slot until ``release(entry)``, whatever happens to its waiter.
 
 Order of service: strict priority between bands (higher first); round-robin across fairness ids inside a band;
-FCFS inside a fairness id. Dispatch needs ``in_flight < max_concurrency`` and ``saturated()`` false.
+FCFS inside a fairness id (``ordering="slo-deadline"``: earliest SLO deadline first, see ``band.py``).
+Dispatch needs ``in_flight < max_concurrency`` and ``saturated()`` false.
 Shedding: a sheddable (priority < 0) arrival is dropped at once while saturated; with the queue full, an arrival
 evicts the newest entry of the lowest sheddable band below its own priority, else is dropped itself.
+
+Hold (scale from zero): while ``held`` is set (no replica to send to, one is starting) every arrival queues, none
+is dropped for saturation, and nothing dispatches; TTL and the queue cap still apply. Whoever clears it calls
+``dispatch()`` and starts what it grants.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ class FlowCore:
         self.saturated = saturated or _never
         self.in_flight = 0
         self.num_queued = 0
+        self.held = False
         self._max_concurrency = config.max_concurrency
+        self._edf = config.ordering == "slo-deadline"
         self._bands: dict[int, PriorityBand] = {}
         self._neg_priorities: list[int] = []  # ascending, i.e. highest priority first
         self._seq = 0
@@ -62,7 +69,9 @@ class FlowCore:
         self._admitted += 1
         ttl = request.ttl_s if request.ttl_s is not None else self.config.queue_ttl_s
         entry = FlowEntry(request, self._seq, now, now + ttl)
-        if self.in_flight < self._max_concurrency:
+        if self.held:  # no replica yet: wait for one (the queue's TTL bounds the wait), never drop for saturation
+            saturated = False
+        elif self.in_flight < self._max_concurrency:
             saturated = self.saturated()
             if not saturated and not self.num_queued:  # the fast path: idle or under capacity, nobody waiting
                 entry.state = _GRANTED
@@ -94,7 +103,7 @@ class FlowCore:
         band.push(entry)
         self.num_queued += 1
         self._enqueued += 1
-        if not saturated and self.in_flight < self._max_concurrency:
+        if not saturated and not self.held and self.in_flight < self._max_concurrency:
             # Saturation cleared without a poke: serve in order (maybe us; the caller sees our own state).
             changed.extend(e for e in self.dispatch() if e is not entry)
         return entry, changed
@@ -134,7 +143,7 @@ class FlowCore:
     def dispatch(self) -> list[FlowEntry]:
         """Grant slots to queued entries in service order while capacity allows; returns them."""
         granted: list[FlowEntry] = []
-        if not self.num_queued or self.in_flight >= self._max_concurrency or self.saturated():
+        if not self.num_queued or self.held or self.in_flight >= self._max_concurrency or self.saturated():
             return granted
         now = self.clock.now()
         while True:
@@ -198,7 +207,7 @@ class FlowCore:
             self._remove_band(band)
 
     def _add_band(self, priority: int) -> PriorityBand:
-        band = self._bands[priority] = PriorityBand(priority)
+        band = self._bands[priority] = PriorityBand(priority, self._edf)
         bisect.insort(self._neg_priorities, -priority)
         return band
 

@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass
 
 DEFAULT_FAIRNESS_ID = "default"
+ORDERINGS = ("fcfs", "slo-deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class FlowConfig:
         retry_after_s: the ``Retry-After`` value sent with a 429.
         saturation_recheck_s: while dispatch is blocked only by saturation, the async adapter re-checks the
             ``saturated`` callable this often (saturation clears on a metrics scrape, not on a local event).
+        ordering: inside a fairness id, ``fcfs`` (arrival order) or ``slo-deadline`` (earliest SLO deadline
+            first, entries without an SLO after them in arrival order; llm-d's ``slo-deadline-ordering-policy``).
     """
 
     max_concurrency: int = 4096
@@ -32,8 +35,11 @@ class FlowConfig:
     max_queue_len_per_flow: int | None = None
     retry_after_s: float = 1.0
     saturation_recheck_s: float = 0.05
+    ordering: str = "fcfs"
 
     def __post_init__(self) -> None:
+        if self.ordering not in ORDERINGS:
+            raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.max_queue_len < 0:
@@ -55,6 +61,7 @@ class FlowRequest:
     priority: int = 0
     model: str = ""
     ttl_s: float | None = None  # per-request queue TTL override; None = FlowConfig.queue_ttl_s
+    slo_deadline: float | None = None  # clock time its TTFT SLO runs out (arrival + x-slo-ttft-ms), if any
 
     @property
     def sheddable(self) -> bool:

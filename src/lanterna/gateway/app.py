@@ -25,13 +25,13 @@ from lanterna.endpoints.health import HealthChecker
 from lanterna.endpoints.scrape import MetricsScraper
 from lanterna.endpoints.store import EndpointStore
 from lanterna.endpoints.types import Endpoint
-from lanterna.gateway.auth import AUTH, EdgeAuth, auth_reload_ctx
+from lanterna.gateway.auth import AUTH, ON_REJECT, EdgeAuth, auth_reload_ctx
 from lanterna.gateway.edge import BodyLimits
 from lanterna.gateway.flow_metrics import FlowCollector
 from lanterna.gateway.front import edge_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
 from lanterna.gateway.reload import start_reloader, timed
-from lanterna.gateway.routes import add_routes, render_metrics
+from lanterna.gateway.routes import add_routes, log_edge_rejection, render_metrics
 from lanterna.gateway.server import SHUTDOWN, Shutdown, build_metrics_app, serve_edge
 from lanterna.gateway.state import GATEWAY, PREWARM, Gateway
 from lanterna.gateway.transport import UpstreamTransport
@@ -88,7 +88,8 @@ def create_gateway(cfg: LanternaConfig, endpoints: Iterable[Endpoint] = (), *, s
     if fc.enabled:
         gw.flow = FlowController(FlowConfig(max_concurrency=fc.max_concurrency, max_queue_len=fc.max_queue_len,
                                             queue_ttl_s=fc.queue_ttl_s, max_queue_len_per_flow=fc.max_queue_len_per_flow,
-                                            retry_after_s=fc.retry_after_s), saturated=gw.pool_saturated)
+                                            retry_after_s=fc.retry_after_s, ordering=fc.ordering),
+                                 saturated=gw.pool_saturated)
         gw.metrics.registry.register(FlowCollector(gw.flow.stats, gw.pool_saturated, cfg.gateway.pool_name))
     for spec in cfg.endpoints.static:
         gw.store.add(endpoint_from_spec(spec))
@@ -136,6 +137,7 @@ async def running(gw: Gateway, *, proxy: bool = True,
     for ep in gw.store.all():
         scraper.watch(ep)
         health.watch(ep, checked=True)
+    gw.refresh_hold()  # scale from zero: hold arrivals while no endpoint is ready
     await start_precise(gw)
     gw.reloader = start_reloader(gw)
     log.info("gateway_started", extra={"endpoints": [e.id for e in gw.store.all()]})
@@ -171,6 +173,7 @@ def build_app(gw: Gateway) -> web.Application:
                           client_max_size=gcfg.max_body_bytes)
     app[GATEWAY] = gw
     app[AUTH] = gw.auth
+    app[ON_REJECT] = log_edge_rejection
     app[SHUTDOWN] = gw.shutdown
     add_routes(app, debug=gcfg.debug_endpoints, serve_metrics=gcfg.metrics_port is None)
     app.cleanup_ctx.append(_lifecycle)

@@ -27,7 +27,14 @@ from lanterna.auth.ratelimit import RateLimiter, Verdict
 from lanterna.auth.source import admin_ring, load_keyring, sources_signature
 from lanterna.clock import Clock, MonotonicClock
 from lanterna.config.model import AuthConfig
-from lanterna.errors import ConfigError, EndpointNotFound, Forbidden, KeyRateLimited, Unauthorized
+from lanterna.errors import (
+    ConfigError,
+    EndpointNotFound,
+    Forbidden,
+    KeyRateLimited,
+    LanternaError,
+    Unauthorized,
+)
 from lanterna.gateway.header_policy import load_upstream_api_key
 
 log = logging.getLogger(__name__)
@@ -138,6 +145,10 @@ class EdgeAuth:
 
 
 AUTH: web.AppKey[EdgeAuth] = web.AppKey("lanterna_auth", EdgeAuth)
+OnReject = Callable[[web.Request, LanternaError, Principal | None], None]
+# Called with each request the middleware refuses (401/429), so it gets its access-log line like any other
+# refused request; set by the app that owns the log (this module does not know the routing state).
+ON_REJECT: web.AppKey[OnReject] = web.AppKey("lanterna_auth_on_reject")
 
 
 _NO_RIGHTS = anonymous(0)
@@ -151,9 +162,16 @@ def principal_of(request: web.Request) -> Principal:
 def authorize(auth: EdgeAuth, request: web.Request) -> None:
     """Authenticate a ``/v1/*`` request and charge its request rate, before its body is read; the principal
     lands on ``request[PRINCIPAL]``. Raises ``Unauthorized`` (401) or ``KeyRateLimited`` (429)."""
-    p = auth.authenticate(request.headers)
-    if p.requests_per_s is not None:  # unlimited (and anonymous) principals always pass: no limiter call
-        auth.charge_request(p)
+    p: Principal | None = None
+    try:
+        p = auth.authenticate(request.headers)
+        if p.requests_per_s is not None:  # unlimited (and anonymous) principals always pass: no limiter call
+            auth.charge_request(p)
+    except LanternaError as err:
+        on_reject = request.app.get(ON_REJECT)
+        if on_reject is not None:
+            on_reject(request, err, p)  # its access-log line, like any refused request
+        raise
     request[PRINCIPAL] = p
 
 

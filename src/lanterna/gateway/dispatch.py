@@ -85,7 +85,7 @@ async def _prefill(gw: Gateway, call: InferenceCall, pf: Endpoint, path: str, he
     breaker = gw.breakers.get(pf.id)
     breaker.begin(gw.clock.now())
     fallbacks = gw.metrics.pd_fallbacks
-    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1):
+    with LoadTicket(pf, call.sreq.num_prompt_tokens_estimate, 1, call.sreq.lora):
         try:
             opened = await _send(gw, call, pf, path, rewrite_body(call.body, **pd.prefill_fields(call.kind == "chat")),
                                  headers, wait_s)
@@ -134,6 +134,8 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
     decode_body: bytes | None = None  # placement gateway: the prefill leg runs once, whatever the decode retries
     prefilled = False
     for i, ep in enumerate(order):
+        if i and not ep.healthy:
+            continue  # declared down since the request was scheduled: not worth another first-byte wait
         send_body, send_headers = call.body, headers
         if pf is not None and pf.id != ep.id:
             if sidecar_mode:  # the decode pod's sidecar runs the prefill leg
@@ -168,6 +170,8 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
             last_err = UpstreamFailed(f"the upstream replica answered {opened.status}")
             continue
         return await _respond(gw, request, call, ep, opened, ticket)
+    if not any(e.healthy for e in order):  # every replica tried went down meanwhile: 503, retry later
+        raise core.no_ready_endpoint(call.target)
     raise last_err or UpstreamFailed("no upstream replica could be tried")
 
 

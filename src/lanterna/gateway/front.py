@@ -39,7 +39,7 @@ def edge_middleware(shutdown: Shutdown, auth: EdgeAuth) -> Middleware:
             path = request.path
             if path not in exempt:
                 if shutdown.draining:
-                    return shutdown.refusal(rid)
+                    return shutdown.refusal(rid, request)
                 shutdown.enter()
                 admitted = True
                 if path.startswith(CLIENT_PATH_PREFIX):

@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lanterna.auth.principal import Principal
 from lanterna.errors import LanternaError
 from lanterna.gateway.auth import principal_of, require_admin
 from lanterna.gateway.dispatch import dispatch
@@ -68,6 +69,14 @@ async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
         raise
     finally:
         core.complete(gw, call)
+
+
+def log_edge_rejection(request: web.Request, err: LanternaError, principal: Principal | None) -> None:
+    """``auth.ON_REJECT``: the access-log line of a request the auth middleware refused (401, 429)."""
+    gw = request.app[GATEWAY]
+    kind: ApiKind = "chat" if request.path.endswith("/chat/completions") else "completions"
+    core.rejected(gw, err, request.headers, b"", kind, request_id=REQUEST_ID.get() or "", started=gw.clock.now(),
+                  method=request.method, path=request.path, client=request.remote, principal=principal)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

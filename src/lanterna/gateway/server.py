@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
+import msgspec
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
 
@@ -34,6 +34,7 @@ from lanterna.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from lanterna.gateway.auth import CLIENT_PATH_PREFIX, ON_REJECT
 from lanterna.gateway.middleware import error_response
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _protocol_error(status: int, exc: BaseException | None) -> LanternaError:
 
 def raw_error(err: LanternaError) -> bytes:
     """A complete HTTP/1.1 error response, for when there is no request object to answer through."""
-    body = orjson.dumps(err.body())
+    body = msgspec.json.encode(err.body())
     head = (f"HTTP/1.1 {err.status} {type(err).__name__}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode("ascii") + body
@@ -212,10 +213,15 @@ class Shutdown:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def refusal(self, request_id: str | None) -> web.Response:
-        """The 503 (Retry-After, connection closed) for a request that arrives while draining."""
+    def refusal(self, request_id: str | None, request: web.Request | None = None) -> web.Response:
+        """The 503 (Retry-After, connection closed) for a request that arrives while draining; an inference
+        request still gets its access-log line (``ON_REJECT``)."""
         err = ServiceUnavailable("The gateway is shutting down; retry on another instance.",
                                  headers={"retry-after": str(self.retry_after_s)})
+        if request is not None and request.path.startswith(CLIENT_PATH_PREFIX):
+            on_reject = request.app.get(ON_REJECT)
+            if on_reject is not None:
+                on_reject(request, err, None)
         resp = error_response(err, request_id)
         resp.force_close()
         return resp
@@ -235,7 +241,7 @@ class Shutdown:
         if request.path in self.exempt:
             return await handler(request)
         if self.draining:
-            return self.refusal(request.headers.get("x-request-id"))
+            return self.refusal(request.headers.get("x-request-id"), request)
         self.enter()
         try:
             return await handler(request)

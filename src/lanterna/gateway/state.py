@@ -56,6 +56,7 @@ class Gateway(RoutingState):
     def health_changed(self, ep: Endpoint, healthy: bool) -> None:
         """Health checker transition: fail over attempts still waiting on a dead endpoint; on recovery close its
         circuit (the health check is the probe)."""
+        self.refresh_hold()
         if healthy:
             self.breakers.reset(ep.id)
             return
@@ -92,10 +93,29 @@ class Gateway(RoutingState):
         if self.scraper is not None:
             self.scraper.watch(ep)
         await self.subscribe(ep)
+        self.refresh_hold()  # scale from zero: the first ready replica releases the held requests
 
     async def remove_endpoint(self, endpoint_id: str) -> None:
         """Stop routing to an endpoint; its KV-event subscription ends and its index entries are cleared."""
+        await self._forget(endpoint_id, self.store.remove(endpoint_id))
+
+    async def drain_endpoint(self, endpoint_id: str, timeout_s: float = 30.0, poll_s: float = 0.05) -> int:
+        """Scale-down: stop routing new requests to the endpoint, wait (up to ``timeout_s``) for the requests it
+        is serving to finish, then remove it. Returns how many were still running at the deadline (0: drained).
+        Polls the endpoint's load (no completion event exists per endpoint; this is off the hot path)."""
         ep = self.store.remove(endpoint_id)
+        self.refresh_hold()
+        if ep is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            # NOTE: polled on purpose: a per-endpoint completion event would cost every request on the hot path
+            while ep.load.in_flight_requests > 0 and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(poll_s)
+        await self._forget(endpoint_id, ep)
+        return ep.load.in_flight_requests if ep is not None else 0
+
+    async def _forget(self, endpoint_id: str, ep: Endpoint | None) -> None:
+        self.refresh_hold()
         if ep is not None and self.upstreams is not None:
             self.upstreams.forget(ep.address)
         self.breakers.forget(endpoint_id)

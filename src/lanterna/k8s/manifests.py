@@ -15,6 +15,11 @@ KV events on when the scheduler routes by them (each pod's publisher binds ``tcp
 replica connects to every pod, so active-active replicas hold the same index), offload flags from
 ``lanterna.offload.vllm_offload_args``, RBAC limited to get/list/watch pods and inferencepools, a PodMonitor for
 vLLM and PrometheusRule alerts.
+
+Optional (``autoscaler``): ``lanterna autoscale --actuate k8s`` as its own Deployment and ServiceAccount, whose
+Role may only read pods and get/patch ``deployments/scale`` of the one model-server Deployment it scales
+(``resourceNames``), with a PodMonitor for its ``wva_*`` gauges. The scaled Deployment then has no
+``spec.replicas`` (as with an HPA), so re-applying the manifests does not undo the autoscaler.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ GATEWAY_PORT = 8000
 METRICS_PORT = 9090
 GRPC_PORT = 9002
 GRPC_HEALTH_PORT = 9003
+AUTOSCALER_PORT = 9100  # ``lanterna autoscale``'s /metrics
 NAME = "lanterna"
 
 
@@ -54,6 +60,9 @@ class DeployOptions:
     pool: str = "lanterna-pool"
     gateway_name: str = "inference-gateway"  # the Gateway the HTTPRoute attaches to (epp mode)
     extra_labels: dict[str, str] = field(default_factory=dict)
+    autoscaler: bool = False  # ``lanterna autoscale --actuate k8s`` on the (decode) model-server Deployment
+    autoscale_min_replicas: int = 1  # >= 1: scale from zero needs the gateway's hold (``up --autoscale`` only)
+    autoscale_max_replicas: int = 8
 
     @property
     def server_labels(self) -> dict[str, str]:
@@ -105,6 +114,59 @@ def rbac(o: DeployOptions) -> list[Obj]:
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(f"{NAME}-discovery", o),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{NAME}-discovery"},
          "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": o.namespace}]},
+    ]
+
+
+def scaled_deployment(o: DeployOptions) -> str:
+    """The model-server Deployment the autoscaler owns: the aggregated one, or decode with P/D."""
+    return "vllm-decode" if o.pd else "vllm"
+
+
+def _scaled_labels(o: DeployOptions) -> dict[str, str]:
+    return {**o.server_labels, "llm-d.ai/role": "decode" if o.pd else "both"}
+
+
+def autoscaler_args(o: DeployOptions) -> list[str]:
+    """``lanterna autoscale``: endpoints from the scaled pods (selector), demand from Lanterna's /metrics."""
+    app = f"{NAME}-epp" if o.mode == "epp" else NAME
+    selector = ",".join(f"{k}={v}" for k, v in _scaled_labels(o).items())
+    return ["autoscale", "--gateway", f"http://{app}:{METRICS_PORT}", "--selector", selector,
+            "--target-port", str(VLLM_PORT), "--namespace", o.namespace, "--host", "0.0.0.0",
+            "--port", str(AUTOSCALER_PORT), "--actuate", "k8s", "--deployment", scaled_deployment(o),
+            "--variant", scaled_deployment(o), "--min-replicas", str(o.autoscale_min_replicas),
+            "--max-replicas", str(o.autoscale_max_replicas)]
+
+
+def autoscaler(o: DeployOptions) -> list[Obj]:
+    """The autoscaler's identity, least-privilege RBAC, Deployment (one replica: two would fight) and monitor."""
+    name = f"{NAME}-autoscaler"
+    sel = {"app.kubernetes.io/name": name}
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": [scaled_deployment(o)],
+              "verbs": ["get", "patch"]}]
+    container: Obj = {
+        "name": "autoscaler", "image": o.image, "args": autoscaler_args(o),
+        "ports": [{"name": "metrics", "containerPort": AUTOSCALER_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 20,
+                          "failureThreshold": 3},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, o)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(name, o), "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(name, o),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": o.namespace}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, o, **sel),
+         "spec": {"replicas": 1, "selector": {"matchLabels": sel}, "strategy": {"type": "Recreate"},
+                  "template": {"metadata": {"labels": {**sel, "app.kubernetes.io/part-of": NAME}},
+                               "spec": {"serviceAccountName": name, "containers": [container]}}}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": _meta(name, o),
+         "spec": {"selector": {"matchLabels": sel},
+                  "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]}},
     ]
 
 
@@ -231,13 +293,14 @@ def vllm(o: DeployOptions) -> list[Obj]:
             "resources": {"requests": {**gpu, "cpu": "8", "memory": memory}, "limits": {**gpu, "memory": memory}},
             "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
         }
-        out.append({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, o, **labels),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+        spec: Obj = {"replicas": replicas, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels}, "spec": {
                          "containers": [container], "terminationGracePeriodSeconds": 60,
-                         "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]}}},
-        })
+                         "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]}}}
+        if o.autoscaler and name == scaled_deployment(o):
+            del spec["replicas"]  # the autoscaler owns it; created at 1, re-applying keeps its count
+        out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, o, **labels),
+                    "spec": spec})
     out.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": _meta("vllm", o),
                 "spec": {"selector": {"matchLabels": o.server_labels},
                          "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s",
@@ -287,11 +350,15 @@ def alerts(o: DeployOptions) -> Obj:
 
 
 def render(o: DeployOptions) -> list[Obj]:
-    """Every object, in apply order (RBAC, config, Lanterna, pool and route, model servers, monitoring)."""
+    """Every object, in apply order (RBAC, config, Lanterna, pool and route, model servers, autoscaler,
+    monitoring)."""
     objs = rbac(o) + lanterna(o)
     if o.mode == "epp":
         objs += inference_pool(o)
-    return objs + vllm(o) + [alerts(o)]
+    objs += vllm(o)
+    if o.autoscaler:
+        objs += autoscaler(o)
+    return objs + [alerts(o)]
 
 
 PRESETS: dict[str, DeployOptions] = {
@@ -299,6 +366,7 @@ PRESETS: dict[str, DeployOptions] = {
     "epp": DeployOptions(mode="epp", replicas=1),
     "pd": DeployOptions(pd=True),
     "precise-offload": DeployOptions(precise=True, cpu_offload_gib=64),
+    "autoscale": DeployOptions(autoscaler=True),
 }
 
 

@@ -13,6 +13,7 @@ from bisect import bisect_left
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 
 from lanterna.obs.histogram import HistogramChild, LeanHistogram
+from lanterna.obs.predict_metrics import PredictionMetrics
 from lanterna.protocol import metrics_names as mn
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # GAIE's EPP exports no *_created series
@@ -90,7 +91,7 @@ class GatewayMetrics:
         "scheduler_e2e", "retries_total", "upstream_failures_total", "circuit_open",
         "ntpot", "request_sizes", "response_sizes", "prompt_cached_tokens", "plugin_duration",
         "scheduler_attempts", "_plugin_children", "scheduled_ok", "scheduled_failed", "disagg_decisions",
-        "pd_fallbacks",
+        "pd_fallbacks", "prediction",
     )
 
     def __init__(self, pool_name: str = "lanterna") -> None:
@@ -162,6 +163,7 @@ class GatewayMetrics:
                                     ("reason",), registry=r)
         self.circuit_open = Gauge("lanterna_gateway_circuit_open", "1 while an endpoint's circuit is open.",
                                   ("endpoint",), registry=r)
+        self.prediction = PredictionMetrics(r)  # latency predictor accuracy (SLO routing)
 
     def observe_plugin(self, extension_point: str, plugin_type: str, plugin_name: str, seconds: float) -> None:
         """The scheduler's ``PluginTimer`` callback: one observation per plugin call (children cached,

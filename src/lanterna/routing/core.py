@@ -55,14 +55,18 @@ from lanterna.routing.fields import (
     HDR_OBJECTIVE,
     HDR_REQUEST_TIMEOUT,
     HDR_SESSION,
+    HDR_SLO_TPOT,
+    HDR_SLO_TTFT,
     first_header,
     parse_body,
     prompt_text,
     prompt_token_ids,
     rewrite_body,
+    slo_seconds,
 )
 from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowController, FlowRequest
 from lanterna.routing.flow import Admission as FlowAdmission
+from lanterna.routing.latency import observe_latency
 from lanterna.routing.pd import DECISION_DECODE_ONLY, DECISION_PREFILL_DECODE
 from lanterna.routing.retries import attempt_order
 from lanterna.routing.state import RoutingState
@@ -79,6 +83,13 @@ class Verdict(Enum):
 
 
 RETRY, ANSWER = Verdict.RETRY, Verdict.ANSWER
+
+
+def no_ready_endpoint(target: str) -> NoCapacity:
+    """503 + ``Retry-After`` for a known model whose endpoints are all down, found before dispatch or while the
+    request's attempts ran (health checks declared them down): honest and retryable, unlike a 502."""
+    return NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
+                      headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S), DROPPED_REASON_HEADER: "no-ready-endpoint"})
 
 
 # -- prepare ------------------------------------------------------------------------------------------------------
@@ -163,14 +174,17 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
     if limited and not p.may_use(target) and (requested is None or target != requested):
         raise Forbidden(f"This API key may not use the model `{target}`.", param="model")
     candidates = state.store.candidates(target)
-    if not candidates:
+    if not candidates and state.flow is not None and target in state.cfg.flowcontrol.hold_models:
+        state.refresh_hold()  # scale from zero: wait in flow control for a replica (``admit``)
+        if state.on_hold is not None:
+            state.on_hold(target)
+    elif not candidates:
         known = state.store.known_models()
-        if target not in known and not any(target in e.models for e in state.store.all()):
+        if (target not in known and not any(target in e.models for e in state.store.all())
+                and target not in state.cfg.flowcontrol.hold_models):
             raise ModelNotFound(f"The model `{target}` does not exist. Valid aliases: {', '.join(known) or '(none)'}.",
                                 param="model")
-        raise NoCapacity(f"no ready endpoint serves model {target!r}; retry shortly",
-                         headers={"Retry-After": str(NO_ENDPOINT_RETRY_AFTER_S),
-                                  DROPPED_REASON_HEADER: "no-ready-endpoint"})
+        raise no_ready_endpoint(target)
     if target != fields.model:
         body = rewrite_body(body, model=target)
     parent = state.store.base_model_of(target)
@@ -191,6 +205,9 @@ def prepare(state: RoutingState, headers: Mapping[str, str], body: bytes, kind: 
                                    else fields.max_completion_tokens),
         token_ids=prompt_token_ids(fields, kind),
         cache_salt=fields.cache_salt,
+        slo_ttft_s=slo_seconds(headers, HDR_SLO_TTFT),
+        slo_tpot_s=slo_seconds(headers, HDR_SLO_TPOT),
+        received_at=started,
     )
     # model_name is the requested name only when it is one we know (bounded label cardinality).
     named = requested if requested in gcfg.model_rewrites or requested in gcfg.traffic_split else target
@@ -224,17 +241,24 @@ class Admission:
         if trace.recording:
             with trace.span("admission"):
                 if flow is not None:
-                    adm = self._flow_admission(flow)
-                    await adm.__aenter__()
-                    self._inner = adm
+                    await self._hold(flow)
         elif flow is not None:  # the common case: no span context manager at all
-            adm = self._flow_admission(flow)
-            await adm.__aenter__()
-            self._inner = adm
+            await self._hold(flow)
 
-    def _flow_admission(self, flow: FlowController) -> FlowAdmission:
-        sreq = self._call.sreq
-        return flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, self._call.target))
+    async def _hold(self, flow: FlowController) -> None:
+        call = self._call
+        sreq = call.sreq
+        slo = sreq.slo_ttft_s
+        adm = flow.admit(FlowRequest(sreq.request_id, sreq.fairness_id, sreq.priority, call.target,
+                                     slo_deadline=call.started + slo if slo is not None else None))
+        await adm.__aenter__()
+        self._inner = adm
+        if not call.candidates:  # held at zero replicas (``prepare``): a replica is ready now
+            call.candidates = self._state.store.candidates(call.target)
+            if not call.candidates:
+                self._inner = None
+                await adm.__aexit__(None, None, None)
+                raise no_ready_endpoint(call.target)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -331,7 +355,7 @@ def begin_attempt(state: RoutingState, call: InferenceCall, ep: Endpoint) -> Loa
     state.breakers.get(ep.id).begin(state.clock.now())
     sreq = call.sreq
     max_tokens = sreq.max_tokens if sreq.max_tokens is not None else DEFAULT_MAX_TOKENS
-    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens))
+    return LoadTicket(ep, sreq.num_prompt_tokens_estimate, max(0, max_tokens), sreq.lora)
 
 
 def attempt_timeout(state: RoutingState, call: InferenceCall, ep: Endpoint) -> float:
@@ -413,6 +437,7 @@ def complete(state: RoutingState, call: InferenceCall, status: int | None = None
     ep = call.endpoint
     if ep is not None and call.result is not None and call.scheduler is not None:
         call.scheduler.response_complete(call.sreq, call.result, ep.id, call.cached_tokens)
+        observe_latency(state, call, ep)
     m = state.metrics
     if call.status >= 400:
         m.request_error_total.labels(*call.labels, str(call.status)).inc()

@@ -22,6 +22,8 @@ HDR_REQUEST_ID = "x-request-id"
 HDR_PREFILLER = "x-prefiller-host-port"
 HDR_DESTINATION = "x-gateway-destination-endpoint"
 HDR_REQUEST_TIMEOUT = "x-request-timeout"  # seconds the client gives the whole request (bounded by config)
+HDR_SLO_TTFT = "x-slo-ttft-ms"  # llm-d's per-request TTFT objective, milliseconds
+HDR_SLO_TPOT = "x-slo-tpot-ms"  # llm-d's per-request TPOT objective, milliseconds
 
 _EMPTY = msgspec.Raw()
 
@@ -45,11 +47,11 @@ def parse_body(body: bytes, kind: str) -> RoutingFields:
     """Decode and check the few fields routing relies on; vLLM validates the rest."""
     try:
         fields = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise ValidationFailed(f"JSON decode error: {exc}", param="body") from None
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # first: it subclasses DecodeError
         path = str(exc).rpartition("at `$.")[2].rstrip("`") if "at `$." in str(exc) else ""
         raise ValidationFailed(f"1 validation error: {exc}", param=f"body.{path}" if path else "body") from None
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(f"JSON decode error: {exc}", param="body") from None
     if kind == "chat":
         if not fields.messages:
             raise ValidationFailed("1 validation error: messages: Field required", param="body.messages")
@@ -106,3 +108,17 @@ def rewrite_body(body: bytes, **fields: object) -> bytes:
         else:
             data[k] = v
     return msgspec.json.encode(data)
+
+
+def slo_seconds(headers: Mapping[str, str], name: str) -> float | None:
+    """An SLO header (milliseconds, integer or decimal) in seconds; absent -> None, malformed -> 400."""
+    v = headers.get(name)
+    if v is None:
+        return None
+    try:
+        ms = float(v)
+    except ValueError:
+        ms = -1.0
+    if not (ms > 0 and ms < 1e9):
+        raise ValidationFailed(f"{name} must be a positive number of milliseconds", param=name)
+    return ms / 1e3

@@ -8,6 +8,7 @@ admission.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lanterna.clock import Clock, MonotonicClock
@@ -38,6 +39,9 @@ class RoutingState:
     tokenizer: TokenizerPool | None = None  # set when precise routing tokenizes prompts
     saturated: bool = False  # cached by refresh_saturation(); flow control reads it on every admission
     access_log: AccessLog | None = None  # one line per request, written by ``core.complete`` / ``core.rejected``
+    # Scale from zero: told (with the model) when a request must wait for a replica; the autoscaler deduplicates
+    # (a starting replica is supply), so calling it for every held request is safe.
+    on_hold: Callable[[str], None] | None = None
 
     def pool_saturated(self) -> bool:
         """The cached pool saturation flag (O(1): called on every admission)."""
@@ -52,6 +56,19 @@ class RoutingState:
     def compute_saturation(self) -> bool:
         """True when every ready endpoint is saturated, from fresh metrics: the rule the virtual cluster uses."""
         return pool_saturated(self.store.all(), self.clock.now(), self.cfg.endpoints.stale_after_s)
+
+    def refresh_hold(self) -> None:
+        """Scale from zero (``flowcontrol.hold_models`` set): flow control holds arrivals while no endpoint is
+        ready, and dispatches the held ones as soon as one is. Call after any endpoint or health change."""
+        flow = self.flow
+        if flow is None or not self.cfg.flowcontrol.hold_models:
+            return
+        held = not self.ready()
+        core = flow.core
+        if core.held != held:
+            core.held = held
+            if not held:
+                flow.poke()
 
     def ready(self) -> bool:
         """Whether any endpoint can take a request now (``/ready``)."""

@@ -8,7 +8,9 @@ the tokens and the KV events that the driver delivers at ``now + duration_s``. N
 clock or the global random: token streams are seeded by (engine seed, request seed or id).
 
 Parts: ``scheduler.py`` (waiting order and preemption victim), ``kv_cache_manager.py`` (blocks, prefix
-cache, tiers, KV events), ``request_state.py`` (per-request state and pre-drawn tokens). The step is
+cache, tiers, KV events), ``request_state.py`` (per-request state and pre-drawn tokens), ``lora_slots.py``
+(``max_loras`` per batch: a waiting request whose adapter would be one too many is skipped, as vLLM V1 does;
+loading a non-resident adapter adds its load time to the step). The step is
 the hot path of the virtual cluster (once per running request per step), so it is written flat.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 from lanterna.sim.engine_config import EngineConfig, EngineStats
 from lanterna.sim.kv_cache_manager import KVCacheManager
+from lanterna.sim.lora_slots import LoraSlots
 from lanterna.sim.request_state import SeqState, TokenStream, make_seq
 from lanterna.sim.scheduler import make_waiting_queue, preemption_victim
 from lanterna.sim.tiers import KVTier
@@ -52,6 +55,7 @@ class Engine:
         self._policy = config.scheduling_policy
         self._seqs: dict[str, SeqState] = {}
         self._lora_ids: dict[str, int] = {}
+        self.lora = LoraSlots(config.max_loras, config.lora_load_s) if config.max_loras > 0 else None
         self._pending: list[RequestTokens] = []  # outputs decided outside a step (rejections)
         self._order = 0
         self._tokens = TokenStream(f"{seed}:engine", config.vocab_size)  # for unseeded requests
@@ -88,6 +92,7 @@ class Engine:
             self.waiting.remove(s)
         else:
             self.running.remove(s)
+            self._stop_lora(s)
         self.kv.free(s)
         s.finished = True
         return True
@@ -124,20 +129,30 @@ class Engine:
 
         loaded = [0, 0]
         self._transfer_s = 0.0
+        lora_s = 0.0
         if not out.num_preemptions:  # vLLM admits nobody in a step that had to preempt
-            waiting, max_seqs = self.waiting, cfg.max_num_seqs
+            waiting, max_seqs, lora = self.waiting, cfg.max_num_seqs, self.lora
+            skipped: list[SeqState] = []
             while waiting and budget > 0 and len(running) < max_seqs:
                 s = waiting.peek()
+                name = s.req.lora_name
+                if lora is not None and name is not None and not lora.can_run(name):
+                    skipped.append(waiting.pop())  # one adapter too many for this batch: vLLM skips it
+                    continue
                 admitted = self._admit(s, budget, loaded)
                 if admitted < 0:
                     break
                 waiting.pop()
+                if lora is not None and name is not None:
+                    lora_s += lora.start(name)
                 running.append(s)
                 sched.append(s)
                 nums.append(admitted)
                 budget -= admitted
+            for s in reversed(skipped):  # back at the head, in their order (vLLM prepends them)
+                waiting.add_preempted(s)
         shape = self._run_batch(sched, nums, out)
-        extra_s = self._transfer_s
+        extra_s = self._transfer_s + lora_s
         if loaded[0] or loaded[1]:
             bs_bytes = bs * cfg.kv_bytes_per_token
             shape.num_loaded_bytes = (loaded[0] + loaded[1]) * bs_bytes
@@ -217,6 +232,7 @@ class Engine:
             for s in finished:
                 self.kv.free(s)
                 self._finish(s)
+                self._stop_lora(s)
             self.running = [s for s in self.running if not s.finished]
         return shape
 
@@ -246,6 +262,7 @@ class Engine:
         if not running:  # alone in the pool and still short: it can never fit
             self.kv.free(s)
             self._finish(s)
+            self._stop_lora(s)
             out.outputs.append(RequestTokens(s.req.request_id, [], "abort", s.num_cached_tokens))
         else:
             self._preempt(s, out)
@@ -254,6 +271,7 @@ class Engine:
     def _preempt(self, s: SeqState, out: StepOutput) -> None:
         """Recompute-style preemption: free everything, back to waiting (FCFS: at the front)."""
         self.kv.free(s)
+        self._stop_lora(s)
         s.num_computed = 0
         s.num_cached_blocks = 0
         s.num_preemptions += 1
@@ -264,6 +282,11 @@ class Engine:
     def _finish(self, s: SeqState) -> None:
         s.finished = True
         self._seqs.pop(s.req.request_id, None)
+
+    def _stop_lora(self, s: SeqState) -> None:
+        """``s`` left the running set: its adapter's slot may be reused (it stays resident until evicted)."""
+        if self.lora is not None and s.req.lora_name is not None:
+            self.lora.stop(s.req.lora_name)
 
     def _admit(self, s: SeqState, budget: int, loaded: list[int]) -> int:
         """Blocks and chunk size for the head of the waiting queue; tokens scheduled, or -1 if no room."""
@@ -289,10 +312,23 @@ class Engine:
     # ---- introspection -------------------------------------------------------------------------
     def stats(self) -> EngineStats:
         cfg, kv = self.config, self.kv
-        return EngineStats(len(self.running), len(self.waiting), self.pool.usage, cfg.num_gpu_blocks, cfg.block_size,
-                           kv.prefix_cache_queries, kv.prefix_cache_hits, self.num_preemptions, cfg.num_cpu_blocks,
-                           self.num_prompt_tokens, self.num_generation_tokens, kv.num_tier_hit_tokens,
-                           kv.num_storage_hit_tokens)
+        st = EngineStats(len(self.running), len(self.waiting), self.pool.usage, cfg.num_gpu_blocks, cfg.block_size,
+                         kv.prefix_cache_queries, kv.prefix_cache_hits, self.num_preemptions, cfg.num_cpu_blocks,
+                         self.num_prompt_tokens, self.num_generation_tokens, kv.num_tier_hit_tokens,
+                         kv.num_storage_hit_tokens)
+        lora = self.lora
+        if lora is not None:
+            st.max_loras = lora.max_loras
+            st.running_lora_adapters, st.waiting_lora_adapters = self.lora_requests_info()
+            st.num_lora_loads, st.num_lora_evictions = lora.num_loads, lora.num_evictions
+        return st
+
+    def lora_requests_info(self) -> tuple[list[str], list[str]]:
+        """(adapters of running requests, adapters of waiting requests): ``vllm:lora_requests_info``'s
+        labels. One adapter may be in both (some of its requests run, others wait), as in vLLM."""
+        running = self.lora.running() if self.lora is not None else []
+        waiting = list(dict.fromkeys(s.req.lora_name for s in self.waiting if s.req.lora_name))
+        return running, waiting
 
     def reset_prefix_cache(self) -> bool:
         """Forget all cached blocks (all tiers); False while requests hold blocks, as vLLM.

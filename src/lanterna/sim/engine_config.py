@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 SchedulingPolicy = Literal["fcfs", "priority"]
@@ -29,6 +29,10 @@ class EngineConfig:
     kv_transfer_bandwidth_bps: float = math.inf
     eos_probability: float = 0.02  # per token after min_tokens, when ignore_eos is False
     scheduling_policy: SchedulingPolicy = "fcfs"  # vLLM's --scheduling-policy
+    # LoRA (``sim/lora_slots.py``): 0 = adapters are free and unlimited; else vLLM's --max-loras (distinct
+    # adapters per batch = GPU slots, LRU) and the seconds a step pays to load an adapter that is not resident.
+    max_loras: int = 0
+    lora_load_s: float = 0.0
     # Drivers that only count tokens (the virtual cluster) set this: a token that is neither a request's
     # first nor its last is reported as its request id in ``EngineStepOutput.decoded`` instead of a
     # ``RequestTokens`` (two objects fewer per token on the hottest path).
@@ -50,3 +54,9 @@ class EngineStats:
     num_generation_tokens: int
     num_tier_hit_tokens: int = 0  # tokens loaded back from CPU / storage tiers
     num_storage_hit_tokens: int = 0  # the part of those loaded from (possibly shared) storage
+    # LoRA, as ``vllm:lora_requests_info`` reports it (a name may be in both lists), and the slot counters
+    max_loras: int = 0
+    running_lora_adapters: list[str] = field(default_factory=list)
+    waiting_lora_adapters: list[str] = field(default_factory=list)
+    num_lora_loads: int = 0
+    num_lora_evictions: int = 0

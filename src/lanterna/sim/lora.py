@@ -1,10 +1,9 @@
 """LoRA adapters of one simulated server: the registry behind ``/v1/models`` and ``/v1/*_lora_adapter``.
 
 vLLM lists every loaded adapter as its own model (``parent`` = base model) and keeps at most ``max_loras``
-adapters *running* in a batch at once; requests for further adapters wait. The simulator does not model
-adapter weights, so the limit shows where routers look for it: ``vllm:lora_requests_info``
-(``running_lora_adapters`` holds at most ``max_loras`` names, the rest are ``waiting_lora_adapters``).
-Response and error texts are vLLM's.
+adapters *running* in a batch at once; requests for further adapters wait. The engine models that limit and
+the GPU slots (``sim/lora_slots.py``) and is the source of ``vllm:lora_requests_info``; the in-flight counts
+here are the fallback for an engine built without slots. Response and error texts are vLLM's.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ class _Handlers:
         return web.Response(status=503 if self.srv.failures.dead else 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        running, waiting = self.srv.lora.running_and_waiting()
+        running, waiting = (self.srv.engine.lora_requests_info() if self.srv.engine.lora is not None
+                            else self.srv.lora.running_and_waiting())
         self.srv.metrics.set_lora(running, waiting, time.time())
         return web.Response(body=self.srv.metrics.expose(), headers={"Content-Type": _METRICS_TYPE})
 

@@ -200,3 +200,41 @@ def test_sheddable_shed_when_saturated_even_at_own_limit() -> None:
     shed, _ = core.admit(req("s", prio=-1))
     normal, _ = core.admit(req("n"))
     assert shed.drop_reason is DropReason.SHED and normal.state is EntryState.QUEUED
+
+
+def test_slo_deadline_ordering_inside_a_band_strict_priority_between() -> None:
+    core, _, _ = make(max_concurrency=1, ordering="slo-deadline")
+    first, _ = core.admit(req("run"))
+    for rid, prio, dl in [("batch", 0, None), ("loose", 0, 9.0), ("tight", 0, 1.0), ("high", 5, None),
+                          ("tight2", 0, 1.0), ("shed", -1, 0.5)]:
+        core.admit(FlowRequest(rid, priority=prio, model="m", slo_deadline=dl))
+    # priority first; inside priority 0, earliest deadline first (ties by arrival), no-SLO requests last
+    assert drain(core, first) == ["high", "tight", "tight2", "loose", "batch", "shed"]
+
+
+def test_fcfs_ordering_is_the_default() -> None:
+    core, _, _ = make(max_concurrency=1)
+    first, _ = core.admit(req("run"))
+    for rid, dl in [("a", None), ("b", 9.0), ("c", 1.0)]:
+        core.admit(FlowRequest(rid, model="m", slo_deadline=dl))
+    assert drain(core, first) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="ordering"):
+        FlowConfig(ordering="lifo")
+
+
+def test_hold_queues_every_arrival_without_dropping_and_dispatch_resumes_in_order() -> None:
+    from lanterna.clock import VirtualClock
+    from lanterna.flowcontrol import EntryState, FlowConfig, FlowCore, FlowRequest
+
+    clock = VirtualClock()
+    core = FlowCore(FlowConfig(max_concurrency=2, queue_ttl_s=60), clock, lambda: True)  # "saturated" too
+    core.held = True
+    entries = [core.admit(FlowRequest(f"r{i}"))[0] for i in range(3)]
+    assert [e.state for e in entries] == [EntryState.QUEUED] * 3  # not dropped as "saturated, nothing in flight"
+    assert core.dispatch() == [] and core.in_flight == 0
+    clock.advance(40.0)
+    core.held = False
+    core.saturated = lambda: False
+    granted = core.dispatch()
+    assert [e.request.request_id for e in granted] == ["r0", "r1"] and granted[0].wait_s == 40.0
+    assert entries[2].state is EntryState.QUEUED

@@ -30,7 +30,7 @@ def test_defaults_without_file() -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("gateway: [1, 2", "invalid YAML"),
+        ("gateway: [1, 2", "not valid YAML"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("gateway:\n  port: nope\n", "gateway.port"),
         ("gateway:\n  colour: blue\n", "gateway.colour"),

@@ -93,9 +93,10 @@ class Obs:
 
 
 @asynccontextmanager
-async def obs_gateway(tracer: Tracer | None = None, plugin_timing_every: int = 1) -> AsyncIterator[Obs]:
-    tree: dict[str, Any] = {"gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5},
-                                        "plugin_timing_every": plugin_timing_every},
+async def obs_gateway(tracer: Tracer | None = None, plugin_timing_every: int = 1,
+                      auth: dict[str, Any] | None = None) -> AsyncIterator[Obs]:
+    tree: dict[str, Any] = {"auth": auth or {}, "gateway": {"timeouts": {"first_byte_s": 5.0, "connect_s": 0.5},
+                                                            "plugin_timing_every": plugin_timing_every},
                             "endpoints": {"static": [{"address": A, "models": ["m"]}, {"address": B, "models": ["m"]},
                                                      {"address": DOWN, "models": ["other"]}],
                                           "health_interval_s": 3600, "scrape_interval_s": 3600,
@@ -160,6 +161,29 @@ async def test_one_access_line_per_request_with_every_field() -> None:
             400, "/v1/chat/completions", None, False)  # the body did not parse for chat: nothing known
         assert (busy["status"], busy["error"], busy["model"]) == (503, "no-ready-endpoint", "other")
         assert all(ln["duration_ms"] >= 0 and ln["client"] == "127.0.0.1" for ln in lines)
+
+
+async def test_requests_the_auth_middleware_refuses_get_one_line_each() -> None:
+    """401 (no key, wrong key) and 429 (request rate) never reach the handler; each still logs one line."""
+    from lanterna.auth.keys import hash_key
+
+    auth = {"enabled": True, "reload_s": 0, "keys": [{"hash": hash_key("k1"), "tenant": "acme", "name": "k1",
+                                                      "max_priority": 5, "requests_per_s": 0.01, "burst": 1}]}
+    async with obs_gateway(auth=auth) as h:
+        h.t.script(A, OK)
+        h.t.script(B, OK)
+        body = {"model": "m", "prompt": "hi", "max_tokens": 3}
+        assert (await h.post(body)).status == 401
+        assert (await h.post(body, headers={"authorization": "Bearer wrong"})).status == 401
+        key = {"authorization": "Bearer k1", "x-gateway-inference-objective": "99"}
+        assert (await h.post(body, headers=key)).status == 200
+        assert (await h.post(body, headers=key, path="/v1/chat/completions")).status == 429
+        lines = await h.log.wait(4)
+        assert [ln["request_id"] for ln in lines] == h.ids
+        assert [(ln["status"], ln["path"]) for ln in lines] == [
+            (401, "/v1/completions"), (401, "/v1/completions"), (200, "/v1/completions"), (429, "/v1/chat/completions")]
+        assert lines[0]["fairness_id"] == "anonymous" and lines[3]["fairness_id"] == "acme"
+        assert lines[2]["priority"] == lines[3]["priority"] == 5  # capped by the key's ceiling
 
 
 async def test_client_disconnects_log_once_before_and_after_the_headers() -> None:

@@ -31,6 +31,18 @@ def test_load_ticket_release_without_first_token_frees_prefill() -> None:
     assert ep.load.in_flight_prefill_tokens == 0 and ep.load.in_flight_requests == 0
 
 
+def test_load_ticket_counts_adapters_in_flight_and_drops_them_at_zero() -> None:
+    ep = Endpoint("a", "a:1")
+    t1, t2 = LoadTicket(ep, 10, 1, lora="ad1"), LoadTicket(ep, 10, 1, lora="ad1")
+    with LoadTicket(ep, 10, 1, lora="ad2"), LoadTicket(ep, 10, 1):
+        assert ep.load.in_flight_adapters == {"ad1": 2, "ad2": 1}
+    t1.release()
+    t1.release()
+    assert ep.load.in_flight_adapters == {"ad1": 1}
+    t2.release()
+    assert ep.load.in_flight_adapters == {}
+
+
 def test_circuit_breaker_state_machine() -> None:
     b = CircuitBreaker(failure_threshold=2, open_s=10.0)
     assert not b.on_failure(0.0) and b.state == CLOSED
@@ -82,6 +94,19 @@ def test_completions_prompt_forms() -> None:
 def test_bad_bodies_raise_validation_errors(raw: bytes) -> None:
     with pytest.raises(ValidationFailed):
         parse_body(raw, "completions")
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"model":"m","prompt":"x","max_tokens":"ten"}', "body.max_tokens"),
+    (b'{"model":3,"prompt":"x"}', "body.model"),
+    (b'{"model":"m","prompt":"x","stream":"yes"}', "body.stream"),
+    (b"{", "body"),
+])
+def test_bad_field_names_its_param(raw: bytes, param: str) -> None:
+    """A wrong type names the field (msgspec's ValidationError subclasses DecodeError: order matters)."""
+    with pytest.raises(ValidationFailed) as info:
+        parse_body(raw, "completions")
+    assert info.value.param == param
 
 
 def test_priority_from_objective() -> None:

@@ -49,6 +49,7 @@ class FakeApiServer:
     opened: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a watch starts streaming
     gate: asyncio.Event | None = None  # while set to an unset Event, new watch requests wait (``hold``)
     server: TestServer | None = None
+    scale_patches: list[tuple[str, Obj]] = field(default_factory=list)  # (content type, body) per scale PATCH
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -57,6 +58,8 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/apis/{group}/{version}/namespaces/{ns}/inferencepools", self._pools)
         app.router.add_get("/apis/{group}/{version}", self._resources)
+        app.router.add_get("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", self._get_scale)
+        app.router.add_patch("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", self._patch_scale)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
         return f"http://127.0.0.1:{self.server.port}"
@@ -124,6 +127,43 @@ class FakeApiServer:
                                   f"{req.match_info['version']}", "resources": [{"name": "inferencepools",
                                                                                   "namespaced": True,
                                                                                   "kind": "InferencePool"}]})
+
+    # -- deployments/scale (the autoscaler's actuator) ----------------------------------------------------------
+
+    def _scale(self, dep: Obj) -> Obj:
+        meta = dep["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
+                             "resourceVersion": meta["resourceVersion"]},
+                "spec": {"replicas": dep["spec"].get("replicas", 1)},
+                "status": {"replicas": dep.get("status", {}).get("replicas", 0),
+                           "selector": ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())}}
+
+    async def _get_scale(self, req: web.Request) -> web.Response:
+        dep = self.objects.get(("deployments", req.match_info["ns"], req.match_info["name"]))
+        if dep is None:
+            return web.json_response(_status(404, "NotFound", f"deployments.apps \"{req.match_info['name']}\" "
+                                             "not found"), status=404)
+        return web.json_response(self._scale(dep))
+
+    async def _patch_scale(self, req: web.Request) -> web.Response:
+        self.scale_patches.append((req.headers.get("Content-Type", ""), await req.json()))
+        key = ("deployments", req.match_info["ns"], req.match_info["name"])
+        dep = self.objects.get(key)
+        if dep is None:
+            return web.json_response(_status(404, "NotFound", "not found"), status=404)
+        if req.headers.get("Content-Type", "").split(";")[0] not in ("application/merge-patch+json",
+                                                                     "application/strategic-merge-patch+json"):
+            return web.json_response(_status(415, "UnsupportedMediaType", "unsupported patch type"), status=415)
+        patch = self.scale_patches[-1][1]
+        replicas = patch.get("spec", {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            return web.json_response(_status(422, "Invalid", "spec.replicas must be a non-negative integer"),
+                                     status=422)
+        new = copy.deepcopy(dep)
+        new["spec"]["replicas"] = replicas
+        self.put("deployments", new)
+        return web.json_response(self._scale(self.objects[key]))
 
     async def _pods(self, req: web.Request) -> web.StreamResponse:
         return await self._serve(req, "pods", "Pod", "v1")
@@ -255,3 +295,10 @@ def pool_v1alpha2(name: str, labels: dict[str, str], port: int, namespace: str =
     return {"apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferencePool",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"selector": labels, "targetPortNumber": port, "extensionRef": {"name": f"{name}-epp"}}}
+
+
+def deployment(name: str, replicas: int, labels: dict[str, str], namespace: str = "default") -> Obj:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}}},
+            "status": {"replicas": replicas}}

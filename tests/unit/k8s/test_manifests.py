@@ -140,3 +140,97 @@ def test_helm_chart_files_are_current_and_render_the_same_objects(preset: str) -
                                       vllm_image=values["vllmImage"], model=values["model"]))
     assert list(yaml.safe_load_all(text)) == want
     assert set(HELM_VALUES) == {"namespace", "image", "vllm_image", "model"}
+
+
+def _autoscaler_objs(opts: DeployOptions) -> dict[tuple[str, str], dict]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in render(opts)}
+
+
+@pytest.mark.parametrize("pd", [False, True], ids=["aggregated", "pd"])
+def test_autoscaler_rbac_is_least_privilege_and_bound_to_its_own_account(pd: bool) -> None:
+    opts = dataclasses.replace(PRESETS["autoscale"], pd=pd)
+    objs = _autoscaler_objs(opts)
+    target = "vllm-decode" if pd else "vllm"
+    role = objs[("Role", "lanterna-autoscaler")]
+    assert {(tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ())), tuple(r["verbs"]))
+            for r in role["rules"]} == {
+        (("",), ("pods",), (), ("get", "list", "watch")),  # list/watch cannot be narrowed by name
+        (("apps",), ("deployments/scale",), (target,), ("get", "patch"))}
+    assert ("Deployment", target) in objs  # resourceNames names a Deployment that exists
+    binding = objs[("RoleBinding", "lanterna-autoscaler")]
+    assert binding["roleRef"]["name"] == "lanterna-autoscaler"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lanterna-autoscaler", "namespace": "default"}]
+    pod = objs[("Deployment", "lanterna-autoscaler")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "lanterna-autoscaler" and ("ServiceAccount", "lanterna-autoscaler") in objs
+    # the gateway's own identity gains nothing
+    assert objs[("Role", "lanterna-discovery")] == _autoscaler_objs(DeployOptions(pd=pd))[("Role", "lanterna-discovery")]
+
+
+@pytest.mark.parametrize("mode", ["gateway", "epp"])
+@pytest.mark.parametrize("pd", [False, True], ids=["aggregated", "pd"])
+def test_autoscaler_args_parse_with_the_real_cli_and_point_at_rendered_objects(mode: str, pd: bool) -> None:
+    from lanterna.cli.autoscale import build_scaler
+    from lanterna.k8s.discovery import DiscoverySpec
+    from lanterna.k8s.discovery_model import parse_selector
+
+    opts = dataclasses.replace(PRESETS["autoscale"], mode=mode, pd=pd, autoscale_max_replicas=5)
+    objs = _autoscaler_objs(opts)
+    (c,) = _containers(opts, "lanterna-autoscaler")
+    args = build_parser().parse_args(c["args"])
+    assert args.command == "autoscale" and args.actuate == "k8s" and args.namespace == "default"
+    scaled = objs[("Deployment", args.deployment)]
+    assert "replicas" not in scaled["spec"]  # owned by the autoscaler: re-applying must not reset it
+    pod_labels = scaled["spec"]["template"]["metadata"]["labels"]
+    DiscoverySpec(selector=args.selector, target_ports=tuple(args.target_port))  # the discovery accepts it
+    assert dict(parse_selector(args.selector)) == {k: v for k, v in pod_labels.items()
+                                                   if k in dict(parse_selector(args.selector))}
+    assert set(dict(parse_selector(args.selector))) >= {"app.kubernetes.io/name", "llm-d.ai/role"}
+    assert args.target_port == [8000]
+    host, port = args.gateway.removeprefix("http://").split(":")
+    svc = objs[("Service", host)]
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"]} and int(port) == 9090
+    _, variant = build_scaler(args, args.variant)
+    assert (variant.min_replicas, variant.max_replicas) == (1, 5)
+    monitor = objs[("PodMonitor", "lanterna-autoscaler")]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == c["ports"][0]["name"]
+    assert c["ports"][0]["containerPort"] == args.port and args.host == "0.0.0.0"
+    others = [o for o in render(opts) if o["kind"] == "Deployment" and o["metadata"]["name"] != args.deployment]
+    assert all("replicas" in o["spec"] for o in others)
+
+
+def test_no_autoscaler_unless_asked() -> None:
+    for preset, opts in PRESETS.items():
+        names = {o["metadata"]["name"] for o in render(opts)}
+        assert ("lanterna-autoscaler" in names) == (preset == "autoscale")
+
+
+def test_deploy_cli_autoscaler_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "render", "--autoscaler", "--autoscale-max-replicas", "3", "--pd"]) == 0
+    objs = list(yaml.safe_load_all(capsys.readouterr().out))
+    (dep,) = [o for o in objs if o["metadata"]["name"] == "lanterna-autoscaler" and o["kind"] == "Deployment"]
+    a = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert a[a.index("--max-replicas") + 1] == "3" and a[a.index("--deployment") + 1] == "vllm-decode"
+    assert main(["deploy", "render", "--autoscaler", "--autoscale-min-replicas", "4",
+                 "--autoscale-max-replicas", "2"]) == 2
+    assert main(["deploy", "render", "--autoscaler", "--autoscale-min-replicas", "0"]) == 2
+
+
+def test_autoscale_cli_rejects_mixed_endpoint_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["autoscale", "--selector", "app=vllm", "--endpoint", "10.0.0.1:8000", "--port", "0"]) != 0
+    assert "not both" in capsys.readouterr().err
+    assert main(["autoscale", "--target-port", "8000", "--port", "0"]) != 0
+    assert "--target-port needs --selector" in capsys.readouterr().err
+
+
+def test_docs_hpa_path_targets_the_rendered_deployment_with_wva_metric() -> None:
+    """The alternative to ``--autoscaler`` in docs/kubernetes.md: KEDA scaling the same Deployment on
+    ``wva_desired_replicas`` (one actuator at a time)."""
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    block = text.split("```yaml\n# keda-scaledobject.yaml\n", 1)[1].split("```", 1)[0]
+    so = yaml.safe_load(block)
+    assert so["apiVersion"] == "keda.sh/v1alpha1" and so["kind"] == "ScaledObject"
+    assert so["spec"]["scaleTargetRef"]["name"] == "vllm"
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and "wva_desired_replicas" in trigger["metadata"]["query"]
+    assert trigger["metricType"] == "AverageValue"  # Value would multiply the current count by the desired one
+    assert 'variant_name="vllm"' in trigger["metadata"]["query"]

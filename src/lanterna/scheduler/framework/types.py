@@ -38,6 +38,11 @@ class SchedRequest:
     max_tokens: int | None = None
     token_ids: list[int] | None = None
     cache_salt: str | None = None
+    # SLOs from ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` (seconds) and when the gateway received the request (its
+    # clock): the TTFT budget left at scheduling time is ``slo_ttft_s - (now - received_at)``.
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
+    received_at: float | None = None
     state: dict[str, Any] = field(default_factory=dict)
 
     @property

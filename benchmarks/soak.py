@@ -81,13 +81,16 @@ class Window:
 class Stack:
     """N sims + one gateway as processes on loopback (own process groups; stopped in ``close``)."""
 
-    def __init__(self, n: int, model: str, log_dir: Path, sim_args: list[str]) -> None:
+    def __init__(self, n: int, model: str, log_dir: Path, sim_args: list[str], gateway_args: list[str]) -> None:
         self.model, self.log_dir, self.sim_args = model, log_dir, sim_args
         self.sim_ports = [free_port() for _ in range(n)]
+        self.kv_ports = {p: free_port() for p in self.sim_ports}  # each sim publishes KV events (precise routing)
         self.sims: list[subprocess.Popen[bytes]] = [self._start_sim(p) for p in self.sim_ports]
         self.port = free_port()
         cmd = [sys.executable, "-m", "lanterna.cli.main", "gateway", "--port", str(self.port), "--model", model,
-               *sum((["--endpoint", f"127.0.0.1:{p}"] for p in self.sim_ports), [])]
+               *sum((["--endpoint", f"127.0.0.1:{p}"] for p in self.sim_ports), []),
+               *sum((["--kv-events", f"127.0.0.1:{p}=tcp://127.0.0.1:{k}"] for p, k in self.kv_ports.items()), []),
+               *gateway_args]
         self.gateway = self._spawn(cmd, "gateway")
 
     def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
@@ -96,8 +99,11 @@ class Stack:
                                 start_new_session=True)
 
     def _start_sim(self, port: int) -> subprocess.Popen[bytes]:
+        kv = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{self.kv_ports[port]}",
+              "topic": f"kv@127.0.0.1:{port}@{self.model}"}
         return self._spawn([sys.executable, "-m", "lanterna.cli.main", "sim", "--model", self.model, "--host",
-                            "127.0.0.1", "--port", str(port), *self.sim_args], f"sim-{port}")
+                            "127.0.0.1", "--port", str(port), "--kv-events-config", json.dumps(kv),
+                            *self.sim_args], f"sim-{port}")
 
     @property
     def url(self) -> str:
@@ -195,7 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     log_dir = Path(tempfile.mkdtemp(prefix="lanterna-soak-"))
     print(f"process logs in {log_dir}")
-    stack = None if args.url else Stack(args.sims, args.model, log_dir, args.sim_arg)
+    stack = None if args.url else Stack(args.sims, args.model, log_dir, args.sim_arg, args.gateway_arg)
     url = args.url or stack.url  # type: ignore[union-attr]
     gw_pid = args.pid if args.url else stack.gateway.pid  # type: ignore[union-attr]
     conn = aiohttp.TCPConnector(limit=0)
@@ -361,6 +367,7 @@ def main() -> None:
     ap.add_argument("--fault", action="append", default=[], help="stop|kill:AT:FOR[:SIM], e.g. stop:5m:30s")
     ap.add_argument("--fault-grace", type=float, default=10.0)
     ap.add_argument("--sim-arg", action="append", default=[], help="extra argument for each sim")
+    ap.add_argument("--gateway-arg", action="append", default=[], help="extra argument for the gateway")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "soak"))
     args = ap.parse_args()

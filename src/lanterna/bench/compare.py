@@ -21,7 +21,11 @@ def _row(st: dict[str, Any]) -> dict[str, float | None]:
     ttft = st["latency_s"]["ttft"] or {}
     return {"rate": st.get("requested_rate"), "out_tps": st["throughput"]["output_tokens_per_s"],
             "ttft_mean": ttft.get("mean"), "ttft_p50": ttft.get("p50"), "ttft_p90": ttft.get("p90"),
-            "hit": st.get("prefix_cache_hit_rate"), "failed": st.get("num_failed")}
+            "hit": st.get("prefix_cache_hit_rate"), "failed": st.get("num_failed"),
+            # virtual-cluster runs: share of the achievable bound (``cluster.headroom``); None elsewhere
+            "bound_p90": (st.get("headroom") or {}).get("ttft_p90_bound_s"),
+            "share_p90": (st.get("headroom") or {}).get("share_p90"),
+            "tps_share": (st.get("headroom") or {}).get("throughput_share")}
 
 
 def compare_rows(reports: list[dict[str, Any]], baseline: int = 0) -> list[dict[str, Any]]:

@@ -189,6 +189,7 @@ class StageSummary:
     goodput: Goodput | None
     prefix_cache_hit_rate: float | None
     classes: dict[str, ClassSummary] | None = None
+    headroom: dict[str, Any] | None = None  # virtual cluster: the achievable bound (``cluster.headroom``)
 
     @property
     def ttft_p50_s(self) -> float | None:
@@ -210,6 +211,8 @@ class StageSummary:
         out["prefix_cache_hit_rate"] = self.prefix_cache_hit_rate
         if self.classes is not None:
             out["classes"] = {k: c.to_json() for k, c in self.classes.items()}
+        if self.headroom is not None:
+            out["headroom"] = self.headroom
         return out
 
 

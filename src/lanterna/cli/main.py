@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("lanterna.cli.auth", "API keys: hash-key (hash a key or generate one, print a config snippet)"),
     "offload": ("lanterna.cli.offload", "KV offload tiers: vLLM flags, shared-filesystem evictor"),
     "deploy": ("lanterna.cli.deploy", "Kubernetes: render manifests (gateway or EPP mode, vLLM, RBAC, monitoring)"),
+    "plan": ("lanterna.cli.plan", "capacity planning: memory per GPU, SLO sizing, CPU calibration"),
 }
 
 

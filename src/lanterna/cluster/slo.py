@@ -1,7 +1,7 @@
 """SLO bookkeeping for the virtual cluster: prediction error, per-class SLO attainment, and the achievable bound.
 
 ``PredictionTally`` sums the latency predictor's errors over a run (what ``record_latency`` returned).
-``ttft_bounds`` is the headroom reference: for each request of a workload, in arrival order, the TTFT it would
+``ttft_bounds`` is the headroom reference (``cluster.headroom``): for each request of a workload, in arrival order, the TTFT it would
 get if every reusable prefix hit (any prefix seen earlier in the run is cached wherever it goes: perfect
 affinity with unlimited KV) and it never waited (perfect balance: an idle replica prefills it alone in chunks
 of the token budget). No policy can beat it per request, so a policy's P90 TTFT over the bound's P90 says
@@ -10,17 +10,15 @@ how much of the achievable it reaches, independent of round-robin.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lanterna.bench.metrics import RequestRecord
 from lanterna.bench.workloads import WorkItem
+from lanterna.cluster.headroom import bounds_for
 from lanterna.config.epp import EppConfig
 from lanterna.scheduler.predict import Observed
-
-SEEN_SEGMENTS_CAP = 1 << 20  # segment keys remembered by the bound (LRU)
 
 
 @dataclass(slots=True)
@@ -56,31 +54,7 @@ class PredictionTally:
 
 def ttft_bounds(items: Iterable[WorkItem], profile: str, budget: int = 8192) -> list[float]:
     """Per request (arrival order): best-achievable TTFT, every reusable prefix hit and no wait (see module)."""
-    from lanterna.sim.timing import BatchShape, make_timer
-
-    timer = make_timer("physics", profile)
-    seen: OrderedDict[str, None] = OrderedDict()
-    out: list[float] = []
-    for it in items:
-        cached, hit = 0, True
-        for seg in it.segments:
-            if hit and seg.key in seen:
-                cached += len(seg.tokens)
-                seen.move_to_end(seg.key)
-            else:
-                hit = False
-                seen[seg.key] = None
-        while len(seen) > SEEN_SEGMENTS_CAP:
-            seen.popitem(last=False)
-        todo = max(1, it.num_prompt_tokens - cached)  # vLLM recomputes the last prompt token on a full hit
-        t, ctx = 0.0, cached
-        while todo > 0:
-            n = min(todo, budget)
-            t += timer.step_time(BatchShape(prefill_chunks=[(n, ctx)], num_prefill_sampled=1 if n == todo else 0))
-            todo -= n
-            ctx += n
-        out.append(t)
-    return out
+    return [b.ttft_s for b in bounds_for(items, profile, budget)]
 
 
 def slo_attainment(records: Sequence[RequestRecord], slos: dict[str | None, tuple[float | None, float | None]]

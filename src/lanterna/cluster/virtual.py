@@ -36,7 +36,7 @@ import random
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 from lanterna.bench.config import BenchConfig, ClusterTarget, TrafficClass
@@ -47,6 +47,7 @@ from lanterna.bench.report import RunResult, StageResult, now_utc
 from lanterna.bench.stages import StageDriver
 from lanterna.bench.workloads import WorkItem, iter_workload
 from lanterna.clock import VirtualClock
+from lanterna.cluster.headroom import HeadroomModel, RequestBound, stage_headroom
 from lanterna.cluster.lora import AdapterMix, engine_lora_kwargs, lora_summary, scrape_lora
 from lanterna.cluster.policies import resolve_policy
 from lanterna.cluster.slo import PredictionTally, with_cluster_timing
@@ -156,6 +157,8 @@ class VirtualCluster:
         self._text: OrderedDict[str, str] = OrderedDict()
         self._scrape_armed = False
         self._stage_records: list[RequestRecord] = []
+        self._stage_bounds: list[RequestBound] = []  # parallel to _stage_records: what no policy can beat
+        self.bound_model = HeadroomModel(self.c.profile, self.c.max_num_batched_tokens, self.c.max_num_seqs)
         self._closed_loop: Any = None
         self.routed = Counter[str]()
         self.progress = StageProgress(enabled=progress)
@@ -300,6 +303,7 @@ class VirtualCluster:
         if self.autoscaler is not None:
             self.autoscaler.on_arrival(item, t)
         self._stage_records.append(rec)
+        self._stage_bounds.append(self.bound_model.add(item))
         flow = self.flow
         if flow is None:
             self._dispatch(rec, item, None, t)
@@ -462,7 +466,7 @@ class VirtualCluster:
         st, t0 = plan.stage, self.clock.now()
         total = st.num_requests or (int(st.rate * st.duration_s) if st.rate and st.duration_s else None)
         self._bar = self.progress.add(plan.label, total)
-        self._stage_records = []
+        self._stage_records, self._stage_bounds = [], []
         self._closed_loop = None
         if st.concurrency is not None:
             budget = itertools.count(1)
@@ -482,8 +486,18 @@ class VirtualCluster:
             self._push_arrivals(plan.index, (t0 + o for o in offsets))
         self._drain()
         self._closed_loop = None
-        summary = summarize(self._stage_records, requested_rate=st.rate, concurrency=st.concurrency, slo=self.cfg.slo)
+        summary = self._with_headroom(summarize(self._stage_records, requested_rate=st.rate,
+                                                concurrency=st.concurrency, slo=self.cfg.slo))
         return StageResult(plan.index, plan.label, summary, self._stage_records)
+
+    def _with_headroom(self, summary: StageSummary) -> StageSummary:
+        recs = self._stage_records
+        span = max(r.scheduled_s for r in recs) - min(r.scheduled_s for r in recs) if recs else None
+        ttft = summary.latency.ttft
+        h = stage_headroom(self._stage_bounds, ttft.to_json() if ttft is not None else None,
+                           summary.throughput.output_tokens_per_s, span,
+                           None if self.autoscaler is not None else self.c.replicas)
+        return replace(summary, headroom=h)
 
     def _push_arrivals(self, stage: int, times: Iterator[float]) -> None:
         """Arrivals chained one at a time (bounded heap): each arrival pushes the next."""
@@ -513,14 +527,14 @@ class VirtualCluster:
         if self.cfg.load.type == "trace":
             items = list(self.items)
             self.items = iter(items)
-            self._stage_records, self._closed_loop = [], None
+            self._stage_records, self._stage_bounds, self._closed_loop = [], [], None
             self._bar = self.progress.add("trace", len(items))
             self._push_arrivals(0, iter([it.arrival_s or 0.0 for it in items]))
             self._drain()
             span = (items[-1].arrival_s or 0.0) if items else 0.0
             rate = (len(items) - 1) / span if span > 0 else None
-            stages.append(StageResult(0, "trace", summarize(self._stage_records, requested_rate=rate,
-                                                            slo=self.cfg.slo), self._stage_records))
+            summary = self._with_headroom(summarize(self._stage_records, requested_rate=rate, slo=self.cfg.slo))
+            stages.append(StageResult(0, "trace", summary, self._stage_records))
         else:
             driver = StageDriver(self.cfg.load)
             last: StageSummary | None = None

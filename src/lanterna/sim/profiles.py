@@ -184,6 +184,11 @@ PROFILES: dict[str, ModelProfile] = {
 }
 
 
+def register_profile(profile: ModelProfile) -> None:
+    """Make ``profile`` known by its name (the planner registers profiles it builds from a config.json)."""
+    PROFILES[profile.name] = profile
+
+
 def get_profile(name: str, **overrides: Any) -> ModelProfile:
     """A preset by name, with any field overridden (e.g. ``overhead_s=0.001``)."""
     try:

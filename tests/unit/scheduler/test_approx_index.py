@@ -111,3 +111,31 @@ def test_chat_hashes_whole_conversation():
 def test_chat_prefix_text_is_prefix_stable():
     m = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     assert chat_prefix_text(m + [{"role": "assistant", "content": "x"}]).startswith(chat_prefix_text(m))
+
+
+def test_unique_prompts_leave_the_index_at_its_bound_with_no_per_hash_containers():
+    """Soak regression: each unique prompt adds a block; the owner map held a ``set`` per hash (466 bytes per
+    entry in all, the gateway's linear RSS growth). It must stay at the LRU bound and hold plain int masks."""
+    cap = 50
+    idx = ApproxPrefixIndex(block_chars=4, capacity_per_endpoint=cap)
+    for i in range(2000):
+        idx.insert(f"ep{i % 3}", idx.hashes("m", f"{i:04d}" * 2))
+    assert idx.num_entries() == 3 * cap and len(idx._owners) <= 3 * cap
+    assert all(type(m) is int for m in idx._owners.values())
+
+
+def test_endpoint_slots_are_reused_and_matches_end_per_endpoint():
+    idx = ApproxPrefixIndex(block_chars=4)
+    h = idx.hashes("m", "AAAABBBBCCCC")
+    idx.insert("a", h)
+    idx.insert("b", h[:2])
+    idx.insert("c", h[:1])
+    assert idx.match(h, ["a", "b", "c", "unknown"]) == {"a": 3, "b": 2, "c": 1}
+    for n in range(20):  # endpoints come and go: slots (bits) are recycled, the masks stay small
+        idx.insert(f"x{n}", h)
+        idx.remove_endpoint(f"x{n}")
+    assert len(idx._eids) == 4 and idx.match(h, ["a", "b", "c"]) == {"a": 3, "b": 2, "c": 1}
+    idx.remove_endpoint("b")
+    idx.insert("d", h[:2])  # takes b's freed slot; must not inherit b's hashes
+    assert idx.match(h, ["a", "b", "c", "d"]) == {"a": 3, "c": 1, "d": 2}
+    assert idx._owners[h[2]] == idx._slots["a"]

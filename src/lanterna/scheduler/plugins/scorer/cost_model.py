@@ -64,6 +64,9 @@ class Params(PluginParams):
     waitingPenalty: float = Field(0.0, ge=0)
     minSpanTokens: float = Field(256.0, ge=0)
     blockSizeTokens: int = Field(16, ge=1)
+    # Blocks the built-in approximate prefix index keeps per endpoint (llm-d's lruCapacityPerServer; ~187 bytes
+    # each, so the default is ~6 MB per endpoint when full). Size it to the servers' real KV cache in blocks.
+    lruCapacityPerServer: int = Field(31250, ge=1)
 
 
 def precise_prefix_match(
@@ -217,5 +220,5 @@ class CostModelScorer:
 @register(TYPE, params=Params)
 def make(name: str, params: Mapping[str, Any], services: SchedulerServices) -> CostModelScorer:
     p = parse_params(Params, TYPE, name, params)
-    approx = PrefixCacheScorer(name=f"{name}/approx", index=ApproxPrefixIndex())
+    approx = PrefixCacheScorer(name=f"{name}/approx", index=ApproxPrefixIndex(capacity_per_endpoint=p.lruCapacityPerServer))
     return CostModelScorer(name=name, params=p, kv_index=services.kv_index, approx=approx)

@@ -160,3 +160,8 @@ def test_no_hit_lru_treats_an_in_flight_prefix_as_a_hit():
     sched.pre_request(first, res)
     second = req("", request_id="g1", token_ids=system + [2] * 200)
     assert sched.schedule(second, eps).targets[0] is res.targets[0]
+
+
+def test_builtin_approx_index_capacity_is_configurable():
+    s = plugin("cost-model-scorer", {"lruCapacityPerServer": 64})
+    assert s.approx.index.capacity_per_endpoint == 64

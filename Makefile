@@ -10,7 +10,7 @@ VLLM_STAMP := $(VENV_VLLM)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev,bench,models]'
+	$(BIN)/pip install -q -e '.[dev,bench,models,otel]'
 	@touch $@
 
 # Real vLLM on CPU for integration tests (about 2.5 minutes, 2.5 GB); see docs/vllm_cpu.md.

@@ -8,7 +8,7 @@ VLLM_STAMP := $(VENV_VLLM)/.installed
 
 .PHONY: up test test-fast lint bench vllm-env clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev,bench,models,otel]'
 	@touch $@

@@ -155,7 +155,7 @@ _NO_RIGHTS = anonymous(0)
 
 
 def principal_of(request: web.Request) -> Principal:
-    """The caller set by ``auth_middleware``; anonymous (ceiling 0) if the middleware did not run."""
+    """The caller set by ``authorize``; anonymous (ceiling 0) if the middleware did not run."""
     return request.get(PRINCIPAL) or _NO_RIGHTS
 
 
@@ -173,15 +173,6 @@ def authorize(auth: EdgeAuth, request: web.Request) -> None:
             on_reject(request, err, p)  # its access-log line, like any refused request
         raise
     request[PRINCIPAL] = p
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``authorize`` as a middleware of its own. Place it inside ``error_middleware`` so its 401/429 get the
-    OpenAI body (the gateway runs ``gateway.front.edge_middleware``: errors, drain and auth in one frame)."""
-    if request.path.startswith(CLIENT_PATH_PREFIX):
-        authorize(request.app[AUTH], request)
-    return await handler(request)
 
 
 def require_admin(handler: Handler, *, unconfigured: str = "off") -> Handler:

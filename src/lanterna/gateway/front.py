@@ -1,9 +1,8 @@
 """The client-facing app's one middleware: request id + error shaping, drain, and authentication.
 
-Why one function and not three stacked middlewares (``error_middleware``, ``Shutdown.middleware``,
-``auth_middleware``, which stay for small apps and tests): every layer is another coroutine frame and
-``partial`` call on every request, in a path whose budget is a few hundred microseconds. The order of the
-checks is the stacked order's, and so is every answer:
+Why one function and not three stacked middlewares (errors, drain, auth): every layer is another coroutine
+frame and ``partial`` call on every request, in a path whose budget is a few hundred microseconds. The
+order of the checks:
 
     x-request-id (client's or new) -> drain: 503 + Retry-After, connection closed (probes and /metrics exempt)
     -> /v1/*: authenticate + charge the key's request rate (401 / 429 before the body is read)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from lanterna.errors import UpstreamFailed, UpstreamTimeout
-from lanterna.gateway.header_policy import upstream_headers
 from lanterna.gateway.transport import ConnectError, UpstreamReply, UpstreamTransport
 
 log = logging.getLogger(__name__)
@@ -48,14 +47,6 @@ class Opened:
     headers: CIMultiDict[str]  # the response's own: no copy per request
     first: bytes
     streaming: bool
-
-
-def forward_headers(incoming: Mapping[str, str], request_id: str, extra: Mapping[str, str] | None = None, *,
-                    upstream_api_key: str | None = None, allow_model_rewrite: bool = False) -> dict[str, str]:
-    """The upstream request's headers: ``gateway.header_policy`` decides (no client credential, no internal
-    llm-d headers, the backends' own key when configured)."""
-    return upstream_headers(incoming, request_id, upstream_api_key=upstream_api_key,
-                            allow_model_rewrite=allow_model_rewrite, extra=extra)
 
 
 def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -38,8 +38,6 @@ from lanterna.gateway.auth import CLIENT_PATH_PREFIX, ON_REJECT
 from lanterna.gateway.middleware import error_response
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _protocol_error(status: int, exc: BaseException | None) -> LanternaError:
@@ -196,8 +194,8 @@ class Shutdown:
     """Readiness off -> refuse new requests (503 + Retry-After, connection closed) -> wait for in-flight
     requests (streams included: a handler returns when its stream ends) up to a deadline.
 
-    Install ``shutdown.middleware`` inside ``error_middleware`` (the gateway's ``gateway.front.edge_middleware``
-    does both in one frame); answer ``/ready`` 503 while ``draining``."""
+    ``gateway.front.edge_middleware`` admits (``enter``/``leave``) and refuses (``refusal``); answer ``/ready``
+    503 while ``draining``."""
 
     __slots__ = ("_idle", "_in_flight", "draining", "exempt", "retry_after_s")
 
@@ -235,18 +233,6 @@ class Shutdown:
         self._in_flight -= 1
         if self._in_flight == 0:
             self._idle.set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in self.exempt:
-            return await handler(request)
-        if self.draining:
-            return self.refusal(request.headers.get("x-request-id"), request)
-        self.enter()
-        try:
-            return await handler(request)
-        finally:
-            self.leave()
 
     async def drain(self, timeout_s: float) -> int:
         """Stop admitting and wait up to ``timeout_s`` for in-flight requests; returns how many remain

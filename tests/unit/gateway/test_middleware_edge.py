@@ -1,5 +1,5 @@
 """Auth middleware, require_admin and graceful drain on a small app served over loopback: every test runs
-against the gateway's one merged middleware (``gateway.front``) and the three stacked ones it replaces."""
+against the gateway's one merged middleware (``gateway.front``)."""
 
 from __future__ import annotations
 
@@ -16,21 +16,12 @@ from lanterna.auth import effective_fairness, effective_priority
 from lanterna.auth.keys import hash_key
 from lanterna.clock import VirtualClock
 from lanterna.config.model import ApiKeySpec, AuthConfig, EdgeLimitsConfig
-from lanterna.gateway.auth import AUTH, EdgeAuth, auth_middleware, principal_of, require_admin
+from lanterna.gateway.auth import AUTH, EdgeAuth, principal_of, require_admin
 from lanterna.gateway.front import edge_middleware
-from lanterna.gateway.middleware import error_middleware
 from lanterna.gateway.server import SHUTDOWN, Shutdown, serve_edge
 from tests.conftest import free_port
 
 CLIENT, ADMIN = "lk-client", "lk-admin"
-_CHAIN = ["merged"]
-
-
-@pytest.fixture(autouse=True, params=["merged", "stacked"])
-def chain(request: pytest.FixtureRequest) -> str:
-    """Which middleware chain ``edge_app`` builds (every test here runs with both)."""
-    _CHAIN[0] = request.param
-    return str(request.param)
 
 
 @dataclass
@@ -65,10 +56,7 @@ async def edge_app(auth_cfg: AuthConfig, clock: VirtualClock | None = None) -> A
 
     shutdown = Shutdown(retry_after_s=3)
     auth = EdgeAuth.from_config(auth_cfg, clock=clock, environ={})
-    if _CHAIN[0] == "merged":
-        app = web.Application(middlewares=[edge_middleware(shutdown, auth)])
-    else:
-        app = web.Application(middlewares=[error_middleware, shutdown.middleware, auth_middleware])
+    app = web.Application(middlewares=[edge_middleware(shutdown, auth)])
     app[AUTH] = auth
     app[SHUTDOWN] = shutdown
     app.router.add_post("/v1/completions", infer)

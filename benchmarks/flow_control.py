@@ -15,7 +15,7 @@ import time
 
 from lanterna.clock import MonotonicClock
 from lanterna.flowcontrol import FlowConfig, FlowCore, FlowRequest
-from lanterna.gateway.flow import FlowController
+from lanterna.routing.flow import FlowController
 
 
 def bench_core(n: int) -> float:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from lanterna.endpoints.scrape import parse_metrics  # noqa: E402
 from lanterna.endpoints.types import Endpoint, EndpointMetrics  # noqa: E402
-from lanterna.gateway.accounting import LoadTicket  # noqa: E402
-from lanterna.gateway.request import parse_body, prompt_text  # noqa: E402
+from lanterna.routing.accounting import LoadTicket  # noqa: E402
+from lanterna.routing.fields import parse_body, prompt_text  # noqa: E402
 
 FAKE_BACKEND = r"""
 import asyncio, sys, uvloop

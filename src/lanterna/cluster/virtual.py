@@ -63,9 +63,9 @@ from lanterna.flowcontrol import (
     FlowRequest,
     pool_saturated,
 )
-from lanterna.gateway.accounting import LoadTicket
 from lanterna.kvindex.apply import EventApplier
 from lanterna.kvindex.index import KVIndex
+from lanterna.routing.accounting import LoadTicket
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
 from lanterna.scheduler.predict import record_latency
 from lanterna.sim.tiers import KVTier

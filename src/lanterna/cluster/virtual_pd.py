@@ -30,7 +30,7 @@ from lanterna.cluster.virtual import _ARRIVE, VirtualCluster, _Flight, make_engi
 from lanterna.endpoints.types import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
 from lanterna.errors import NoCapacity
 from lanterna.flowcontrol import FlowEntry
-from lanterna.gateway.accounting import LoadTicket
+from lanterna.routing.accounting import LoadTicket
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, parse_epp_config
 from lanterna.sim.kv_link import KVLink, make_link
 from lanterna.sim.profiles import get_profile

@@ -1,6 +1,6 @@
 """Flow control (pure): priority bands, round-robin fairness across tenants, queue TTL, capacity and shedding.
 
-The gateway awaits it through ``lanterna.gateway.flow``; the virtual-time cluster (``lanterna.cluster.virtual``)
+The gateway awaits it through ``lanterna.routing.flow``; the virtual-time cluster (``lanterna.cluster.virtual``)
 drives ``FlowCore`` directly in virtual time, judging saturation with ``pool_saturated``: the rule the gateway's
 ``compute_saturation`` applies.
 """

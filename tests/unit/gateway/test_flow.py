@@ -8,7 +8,7 @@ import random
 import pytest
 
 from lanterna.errors import QueueTimeout, RateLimited
-from lanterna.gateway.flow import DROPPED_REASON_HEADER, FlowConfig, FlowController, FlowRequest
+from lanterna.routing.flow import DROPPED_REASON_HEADER, FlowConfig, FlowController, FlowRequest
 
 
 class Sat:

@@ -6,10 +6,10 @@ import pytest
 
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import UpstreamFailed, ValidationFailed
-from lanterna.gateway.accounting import LoadTicket
-from lanterna.gateway.request import parse_body, priority_for, prompt_text, prompt_token_ids, rewrite_body
-from lanterna.gateway.retries import CLOSED, HALF_OPEN, OPEN, Breakers, CircuitBreaker, attempt_order
 from lanterna.gateway.streaming import error_frame, usage_from_tail
+from lanterna.routing.accounting import LoadTicket
+from lanterna.routing.fields import parse_body, priority_for, prompt_text, prompt_token_ids, rewrite_body
+from lanterna.routing.retries import CLOSED, HALF_OPEN, OPEN, Breakers, CircuitBreaker, attempt_order
 
 
 def test_load_ticket_lifecycle_is_idempotent() -> None:

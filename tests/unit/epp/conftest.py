@@ -3,12 +3,11 @@ queried by a real gRPC client replaying Envoy's messages."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from lanterna.config.model import LanternaConfig
@@ -19,6 +18,7 @@ from lanterna.gateway.state import Gateway
 from tests.unit.epp.envoy_replay import Stream, picker_client
 from tests.unit.gateway.conftest import _deep_merge
 from tests.unit.gateway.fake_upstream import FakeUpstream
+from tests.unit.gateway.fake_upstream import upstreams as upstreams  # shared fixture
 
 
 @dataclass
@@ -56,16 +56,3 @@ async def picker_for(upstreams: list[FakeUpstream], config: dict[str, Any] | Non
     async with serve_epp(gw, opts) as srv, picker_client(srv.grpc_port) as stub:
         yield Picker(gw, srv, stub)
 
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeUpstream] = []
-
-    async def make(**kw: Any) -> FakeUpstream:
-        u = await FakeUpstream(**kw).start()
-        made.append(u)
-        return u
-
-    yield make
-    for u in made:
-        await u.close()

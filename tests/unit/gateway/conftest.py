@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from lanterna.config.model import LanternaConfig
 from lanterna.gateway.app import Gateway, build_app, create_gateway, serve
 from tests.conftest import free_port
 from tests.unit.gateway.fake_upstream import FakeUpstream
+from tests.unit.gateway.fake_upstream import upstreams as upstreams  # shared fixture
 
 
 @dataclass
@@ -59,16 +59,3 @@ async def gateway_for(upstreams: list[FakeUpstream], config: dict[str, Any] | No
     finally:
         await runner.cleanup()
 
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeUpstream] = []
-
-    async def make(**kw: Any) -> FakeUpstream:
-        u = await FakeUpstream(**kw).start()
-        made.append(u)
-        return u
-
-    yield make
-    for u in made:
-        await u.close()

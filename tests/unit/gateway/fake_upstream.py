@@ -9,9 +9,12 @@ without sleeping.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -104,3 +107,31 @@ class FakeUpstream:
             self.aborted += 1
             raise
         return resp
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[Callable[..., Any]]:
+    """Factory of started ``FakeUpstream``s, all closed at teardown (shared by the gateway and epp conftests)."""
+    made: list[FakeUpstream] = []
+
+    async def make(**kw: Any) -> FakeUpstream:
+        u = await FakeUpstream(**kw).start()
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        await u.close()
+
+
+def pin_targets(scheduler: Any, *addresses: str) -> None:
+    """Attempt order = ``addresses`` (then the rest), whatever the scheduler scores."""
+    real = scheduler.schedule
+
+    def schedule(req: Any, cands: Any) -> Any:
+        res = real(req, cands)
+        first = [e for a in addresses for e in cands if e.address == a]
+        res.primary.targets[:] = first + [e for e in res.primary.targets if e not in first]
+        return res
+
+    scheduler.schedule = schedule

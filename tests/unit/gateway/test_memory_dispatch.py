@@ -23,6 +23,7 @@ from lanterna.gateway.memory_transport import MemoryTransport, Scripted
 from lanterna.gateway.state import Gateway
 from lanterna.routing.retries import HALF_OPEN, OPEN, CircuitBreaker
 from tests.conftest import free_port
+from tests.unit.gateway.fake_upstream import pin_targets
 
 # Ports nothing listens on: the gateway's own health checks fail fast (one failure < unhealthy_after).
 ADDRS = ["127.0.0.1:9", "127.0.0.1:11", "127.0.0.1:13"]
@@ -48,17 +49,7 @@ class Mem:
         return await self.http.get(self.url + path)
 
     def pin(self, *addresses: str) -> None:
-        """Attempt order = ``addresses`` (then the rest), whatever the scheduler scores."""
-        sched = self.gw.scheduler
-        real = sched.schedule
-
-        def schedule(req: Any, cands: Any) -> Any:
-            res = real(req, cands)
-            first = [e for a in addresses for e in cands if e.address == a]
-            res.primary.targets[:] = first + [e for e in res.primary.targets if e not in first]
-            return res
-
-        sched.schedule = schedule  # type: ignore[method-assign]
+        pin_targets(self.gw.scheduler, *addresses)
 
     def failures(self, address: str, reason: str) -> float:
         return self.gw.metrics.upstream_failures_total.labels(address, reason)._value.get()  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ from lanterna.obs.access import AccessLog, AccessRecord
 from lanterna.obs.tracing import Tracer
 from lanterna.scheduler import default_epp_config
 from tests.conftest import free_port
+from tests.unit.gateway.fake_upstream import pin_targets
 
 A, B, DOWN = "127.0.0.1:9", "127.0.0.1:11", "127.0.0.1:13"  # nothing listens: health checks fail fast
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
@@ -73,16 +74,7 @@ class Obs:
         return r
 
     def pin(self, *addresses: str) -> None:
-        sched = self.gw.scheduler
-        real = sched.schedule
-
-        def schedule(req: Any, cands: Any) -> Any:
-            res = real(req, cands)
-            first = [e for a in addresses for e in cands if e.address == a]
-            res.primary.targets[:] = first + [e for e in res.primary.targets if e not in first]
-            return res
-
-        sched.schedule = schedule  # type: ignore[method-assign]
+        pin_targets(self.gw.scheduler, *addresses)
 
     def metric(self, text: str, name: str, **labels: str) -> float:
         for fam in text_string_to_metric_families(text):

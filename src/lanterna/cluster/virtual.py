@@ -361,6 +361,19 @@ class VirtualCluster:
 
     def _dispatch(self, rec: RequestRecord, item: WorkItem, entry: FlowEntry | None, t: float) -> bool:
         """Schedule and start one request; False when no endpoint could take it (recorded as a failure)."""
+        got = self._schedule(rec, item, entry, t)
+        if got is None:
+            return False
+        i, fl, tokens = got
+        self._admit(i, EngineRequest(rec.request_id, tokens, item.output_len, arrival_time=t,
+                                     lora_name=fl.req.lora), t)
+        return True
+
+    def _schedule(self, rec: RequestRecord, item: WorkItem, entry: FlowEntry | None, t: float
+                  ) -> tuple[int, _Flight, list[int]] | None:
+        """Pick the endpoint for one request and register its flight (the engine admission is the caller's);
+        None when no endpoint could take it (recorded as a failure). The one scheduling path every cluster
+        variant shares."""
         rid = rec.request_id
         tokens = item.token_ids()
         lora = self.adapters.pick(item) if self.adapters is not None else None
@@ -377,24 +390,27 @@ class VirtualCluster:
         except NoCapacity:
             rec.error = "no_capacity"
             self._on_finished(t)
-            return False
+            return None
         except RateLimited:  # predicted to miss its SLO everywhere and sheddable: the gateway's 429
             rec.error = "rejected_slo_shed"
             self._on_finished(t, rejected=True)
-            return False
+            return None
         ep = result.targets[0]
         i = self._index_of[ep.id]
         self.sched.pre_request(req, result)
         rec.endpoint = ep.id
         self.routed[ep.id] += 1
-        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len, lora), i,
-                                    entry)
+        fl = self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len, lora), i,
+                                          entry)
         if lora is not None:
             self.lora_placements.setdefault(lora, set()).add(ep.id)
-        self.engines[i].add_request(EngineRequest(rid, tokens, item.output_len, arrival_time=t, lora_name=lora))
+        return i, fl, tokens
+
+    def _admit(self, i: int, req: EngineRequest, t: float) -> None:
+        """Hand a request to engine i and start its step loop if it is idle."""
+        self.engines[i].add_request(req)
         if not self._busy[i]:
             self._start_step(i, t)
-        return True
 
     def _start_step(self, i: int, t: float) -> None:
         out = self.engines[i].step(t)

@@ -26,12 +26,11 @@ from lanterna.bench.metrics import RequestRecord
 from lanterna.bench.report import RunResult
 from lanterna.bench.workloads import WorkItem
 from lanterna.cluster.policies import pd_policy_doc
-from lanterna.cluster.virtual import _ARRIVE, VirtualCluster, _Flight, make_engine
+from lanterna.cluster.virtual import _ARRIVE, VirtualCluster, make_engine
 from lanterna.endpoints.types import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
-from lanterna.errors import NoCapacity
 from lanterna.flowcontrol import FlowEntry
 from lanterna.routing.accounting import LoadTicket
-from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, parse_epp_config
+from lanterna.scheduler import Scheduler, SchedulerServices, parse_epp_config
 from lanterna.sim.kv_link import KVLink, make_link
 from lanterna.sim.profiles import get_profile
 from lanterna.sim.types import EngineRequest, RemotePrefill, StepOutput
@@ -71,40 +70,23 @@ class PDVirtualCluster(VirtualCluster):
         self.transfer_s_sum = 0.0
 
     def _dispatch(self, rec: RequestRecord, item: WorkItem, entry: FlowEntry | None, t: float) -> bool:
-        rid = rec.request_id
-        tokens = item.token_ids()
-        req = SchedRequest(request_id=rid, model=self.c.model, prompt_text=self._segment_text(item),
-                           token_ids=tokens if self.c.precise_tokens else None, max_tokens=item.output_len,
-                           session_token=item.session)
-        try:
-            result = self.sched.schedule(req, self.endpoints)
-        except NoCapacity:
-            rec.error = "no_capacity"
-            self._on_finished(t)
+        got = self._schedule(rec, item, entry, t)
+        if got is None:
             return False
-        ep = result.targets[0]
-        i = self.endpoints.index(ep)
-        self.sched.pre_request(req, result)
-        rec.endpoint = ep.id
-        self.routed[ep.id] += 1
-        self._flights[rid] = _Flight(rec, req, result, LoadTicket(ep, len(tokens), item.output_len), i, entry)
-        pf = result.prefill()
-        if pf is None or pf.id == ep.id:
+        i, fl, tokens = got
+        rid, lora = rec.request_id, fl.req.lora
+        pf = fl.result.prefill()
+        if pf is None or pf.id == fl.ticket.endpoint.id:
             self.num_decode_only += 1
-            self._admit(i, EngineRequest(rid, tokens, item.output_len, arrival_time=t), t)
+            self._admit(i, EngineRequest(rid, tokens, item.output_len, arrival_time=t, lora_name=lora), t)
             return True
         self.num_pd += 1
-        p = self.endpoints.index(pf)
+        p = self._index_of[pf.id]
         self.routed[f"{pf.id} (prefill)"] += 1
         self._prefilling[rid + PREFILL_SUFFIX] = (_Transfer(rid, i, tokens, item.output_len),
                                                   LoadTicket(pf, len(tokens), 1))
         self._admit(p, EngineRequest(rid + PREFILL_SUFFIX, tokens, 1, arrival_time=t, do_remote_decode=True), t)
         return True
-
-    def _admit(self, i: int, req: EngineRequest, t: float) -> None:
-        self.engines[i].add_request(req)
-        if not self._busy[i]:
-            self._start_step(i, t)
 
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
         prefilling = self._prefilling

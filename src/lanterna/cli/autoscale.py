@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +144,7 @@ async def _main(args: argparse.Namespace) -> int:
     from prometheus_client import generate_latest
 
     from lanterna.autoscale.loop import AutoscaleLoop, LoopConfig
+    from lanterna.cli.gateway import stop_on_signal
     from lanterna.errors import ConfigError
 
     scaler, variant = build_scaler(args, args.variant or "default")
@@ -167,12 +167,9 @@ async def _main(args: argparse.Namespace) -> int:
         await sources.close()
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     task = asyncio.create_task(loop.run())
-    stop = asyncio.Event()
-    ev = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        ev.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        with stop_on_signal() as stop:
+            await stop.wait()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -192,16 +189,11 @@ class _NoSink:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lanterna.cli.gateway import fail
-    from lanterna.errors import ConfigError
+    from lanterna.cli.gateway import run_main
     from lanterna.obs.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
     try:
-        return asyncio.run(_main(args))
-    except ConfigError as exc:
-        return fail("autoscale", str(exc))
-    except KeyboardInterrupt:
-        return 0
+        return run_main("autoscale", _main(args))
     finally:
         sys.stdout.flush()

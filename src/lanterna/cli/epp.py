@@ -10,12 +10,17 @@ as ``lanterna gateway`` (``--endpoint``/``--model``, ``--config``, ``--scheduler
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from typing import Any
 
-from lanterna.cli.gateway import add_common_arguments, fail, install_uvloop, load_from_args
+from lanterna.cli.gateway import (
+    add_common_arguments,
+    fail,
+    install_uvloop,
+    load_with_discovery,
+    run_main,
+    stop_on_signal,
+)
 from lanterna.errors import ConfigError
 
 _MODES = ("full-duplex", "buffered")
@@ -48,44 +53,25 @@ async def _serve(cfg: Any, args: argparse.Namespace, sources: list[Any]) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         modes=Modes(BODY_MODES[args.request_body_mode], BODY_MODES[args.response_body_mode],
                     cfg.gateway.max_body_bytes))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with serve_epp(gw, opts, sources) as srv:
-            print(f"lanterna epp: ext_proc on {cfg.gateway.host}:{srv.grpc_port}, health {srv.health_port}, "
-                  f"metrics {srv.metrics_port} ({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
-            await stop.wait()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc}") from None
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with stop_on_signal() as stop:
+        try:
+            async with serve_epp(gw, opts, sources) as srv:
+                print(f"lanterna epp: ext_proc on {cfg.gateway.host}:{srv.grpc_port}, health {srv.health_port}, "
+                      f"metrics {srv.metrics_port} ({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
+                await stop.wait()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}") from None
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from lanterna.k8s.discovery_args import KubeEndpointSource
     from lanterna.obs.logs import setup_logging
 
     try:
-        cfg = load_from_args(args)
+        cfg, discovery = load_with_discovery(args)
     except ConfigError as exc:
         return fail("epp", str(exc))
     setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=None)
-    from lanterna.k8s.discovery_args import KubeEndpointSource, spec_from_args
-
-    try:
-        discovery = spec_from_args(args, args.endpoint_model)
-    except ValueError as exc:
-        return fail("epp", str(exc))
-    if not cfg.endpoints.static and discovery is None:
-        return fail("epp", "no endpoints: give --endpoint HOST:PORT, --pool NAME, --selector K=V or "
-                           "endpoints.static in the config")
     install_uvloop()
-    try:
-        return asyncio.run(_serve(cfg, args, [KubeEndpointSource(discovery)] if discovery else []))
-    except ConfigError as exc:
-        return fail("epp", str(exc))
-    except KeyboardInterrupt:
-        return 0
+    return run_main("epp", _serve(cfg, args, [KubeEndpointSource(discovery)] if discovery else []))

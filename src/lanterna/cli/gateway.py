@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from lanterna.errors import ConfigError
@@ -129,43 +130,38 @@ async def serve_until_signal(cfg: Any, endpoints: list[Any], on_ready: Callable[
         from lanterna.cli.workers import tag_responses
 
         tag_responses(app)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     runners = []
     disc = None
-    try:
+    with stop_on_signal() as stop:
         try:
-            runners.append(await serve(app, cfg.gateway.host, cfg.gateway.port, reuse_port=worker))
-            if cfg.gateway.metrics_port is not None:
-                runners.append(await serve(build_metrics_only_app(gw), cfg.gateway.host, cfg.gateway.metrics_port, reuse_port=worker))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {cfg.gateway.host}: {exc.strerror}") from None
-        if discovery is not None:
-            from lanterna.k8s.discovery_args import start_discovery
+            try:
+                runners.append(await serve(app, cfg.gateway.host, cfg.gateway.port, reuse_port=worker))
+                if cfg.gateway.metrics_port is not None:
+                    runners.append(await serve(build_metrics_only_app(gw), cfg.gateway.host, cfg.gateway.metrics_port, reuse_port=worker))
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {cfg.gateway.host}: {exc.strerror}") from None
+            if discovery is not None:
+                from lanterna.k8s.discovery_args import start_discovery
 
-            disc = await start_discovery(discovery, gw)
-            await disc.wait_synced(60.0)
-        tune_gc()
-        if on_ready is not None:
-            res = on_ready(gw)
-            if asyncio.iscoroutine(res):
-                await res
-        await stop.wait()
-        # Graceful: /ready goes 503 and new requests are refused while in-flight ones (streams too) finish.
-        if gw.shutdown is not None:
-            left = await gw.shutdown.drain(cfg.gateway.limits.drain_timeout_s)
-            if left:
-                print(f"lanterna: {left} request(s) still running at the drain deadline; closing them",
-                      file=sys.stderr)
-    finally:
-        if disc is not None:
-            await disc.close()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+                disc = await start_discovery(discovery, gw)
+                await disc.wait_synced(60.0)
+            tune_gc()
+            if on_ready is not None:
+                res = on_ready(gw)
+                if asyncio.iscoroutine(res):
+                    await res
+            await stop.wait()
+            # Graceful: /ready goes 503 and new requests are refused while in-flight ones (streams too) finish.
+            if gw.shutdown is not None:
+                left = await gw.shutdown.drain(cfg.gateway.limits.drain_timeout_s)
+                if left:
+                    print(f"lanterna: {left} request(s) still running at the drain deadline; closing them",
+                          file=sys.stderr)
+        finally:
+            if disc is not None:
+                await disc.close()
+            for runner in reversed(runners):
+                await runner.cleanup()
     return 0
 
 
@@ -206,23 +202,55 @@ def fail(command: str, message: str) -> int:
     return 2
 
 
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[asyncio.Event]:
+    """An event SIGINT/SIGTERM sets, for a server's ``await stop.wait()``. Entered before the server starts, so
+    a signal during startup still stops it cleanly; the handlers are removed again on exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_main(command: str, main: Coroutine[Any, Any, int]) -> int:
+    """A command's ``asyncio.run``: a ``ConfigError`` becomes its error line (exit 2), Ctrl-C exit 0."""
+    try:
+        return asyncio.run(main)
+    except ConfigError as exc:
+        return fail(command, str(exc))
+    except KeyboardInterrupt:
+        return 0
+
+
+def load_with_discovery(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``gateway``/``epp``: the config plus the Kubernetes ``DiscoverySpec`` (None without ``--pool``/
+    ``--selector``); a ``ConfigError`` when the flags are bad or name no endpoints at all."""
+    from lanterna.k8s.discovery_args import spec_from_args
+
+    cfg = load_from_args(args)
+    try:
+        discovery = spec_from_args(args, args.endpoint_model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not cfg.endpoints.static and discovery is None:
+        raise ConfigError("no endpoints: give --endpoint HOST:PORT, --pool NAME, --selector K=V or "
+                          "endpoints.static in the config")
+    return cfg, discovery
+
+
 def run(args: argparse.Namespace) -> int:
     from lanterna.obs.logs import setup_logging
 
     try:
-        cfg = load_from_args(args)
+        cfg, discovery = load_with_discovery(args)
     except ConfigError as exc:
         return fail("gateway", str(exc))
     setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
-    from lanterna.k8s.discovery_args import spec_from_args
-
-    try:
-        discovery = spec_from_args(args, args.endpoint_model)
-    except ValueError as exc:
-        return fail("gateway", str(exc))
-    if not cfg.endpoints.static and discovery is None:
-        return fail("gateway", "no endpoints: give --endpoint HOST:PORT, --pool NAME, --selector K=V or "
-                               "endpoints.static in the config")
     install_uvloop()
     if args.workers != 1 and discovery is not None:
         return fail("gateway", "--workers with Kubernetes discovery: run more replicas instead")
@@ -235,9 +263,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"lanterna gateway listening on http://{cfg.gateway.host}:{cfg.gateway.port}/v1 "
               f"({len(gw.store)} endpoints)", file=sys.stderr, flush=True)
 
-    try:
-        return asyncio.run(serve_until_signal(cfg, [], banner, discovery=discovery))
-    except ConfigError as exc:
-        return fail("gateway", str(exc))
-    except KeyboardInterrupt:
-        return 0
+    return run_main("gateway", serve_until_signal(cfg, [], banner, discovery=discovery))

@@ -10,8 +10,6 @@ Requests carrying ``x-prefiller-host-port`` get their prefill run on that endpoi
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from typing import Any
 
 from lanterna.errors import ConfigError
@@ -56,6 +54,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
 async def _serve(cfg: Any, allow: Any) -> int:
     from aiohttp import web
 
+    from lanterna.cli.gateway import stop_on_signal
     from lanterna.sidecar import Sidecar
 
     sc = cfg.sidecar
@@ -68,19 +67,16 @@ async def _serve(cfg: Any, allow: Any) -> int:
         raise ConfigError(f"cannot listen on {sc.host}:{sc.port}: {exc.strerror or exc}") from None
     print(f"lanterna sidecar on http://{sc.host}:{sc.port} -> decode {sc.decode}; prefillers allowed: "
           f"{', '.join(sorted(allow.allowed)) or '(none)'}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        with stop_on_signal() as stop:
+            await stop.wait()
     finally:
         await runner.cleanup()
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from lanterna.cli.gateway import fail, install_uvloop
+    from lanterna.cli.gateway import fail, install_uvloop, run_main
     from lanterna.obs.logs import setup_logging
 
     try:
@@ -89,9 +85,4 @@ def run(args: argparse.Namespace) -> int:
         return fail("sidecar", str(exc))
     setup_logging(args.log_format, "INFO", access_log="off")
     install_uvloop()
-    try:
-        return asyncio.run(_serve(cfg, allow))
-    except ConfigError as exc:
-        return fail("sidecar", str(exc))
-    except KeyboardInterrupt:
-        return 0
+    return run_main("sidecar", _serve(cfg, allow))

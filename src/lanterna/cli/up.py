@@ -24,6 +24,7 @@ from lanterna.cli.gateway import (
     fail,
     install_uvloop,
     load_from_args,
+    run_main,
     serve_until_signal,
 )
 from lanterna.endpoints.types import ROLE_LABEL
@@ -240,9 +241,4 @@ def run(args: argparse.Namespace) -> int:
         return fail("up", str(exc))
     setup_logging(cfg.gateway.log_format, cfg.gateway.log_level, access_log=cfg.gateway.access_log)
     install_uvloop()
-    try:
-        return asyncio.run(_main(args, cfg))
-    except ConfigError as exc:
-        return fail("up", str(exc))
-    except KeyboardInterrupt:
-        return 0
+    return run_main("up", _main(args, cfg))

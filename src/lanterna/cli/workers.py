@@ -234,7 +234,7 @@ def run_supervised(command: str, n: int, cfg: LanternaConfig) -> int:
 
 def _worker_main(argv: list[str]) -> int:
     """One worker: ``python -m lanterna.cli.workers CONFIG_JSON READY_FD``."""
-    from lanterna.cli.gateway import fail, install_uvloop, serve_until_signal
+    from lanterna.cli.gateway import fail, install_uvloop, run_main, serve_until_signal
     from lanterna.obs.logs import setup_logging
 
     config_path, ready_fd = argv[0], int(argv[1])
@@ -248,12 +248,7 @@ def _worker_main(argv: list[str]) -> int:
     def ready(_gw: Any) -> None:
         os.write(ready_fd, b"ready\n")  # the fd stays open: its EOF tells the parent this worker exited
 
-    try:
-        return asyncio.run(serve_until_signal(cfg, [], ready, worker=True))
-    except ConfigError as exc:
-        return fail("gateway", str(exc))
-    except KeyboardInterrupt:
-        return 0
+    return run_main("gateway", serve_until_signal(cfg, [], ready, worker=True))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 
 log = logging.getLogger(__name__)
+_PORT_RETRIES = 3  # fresh ports for a replica whose port was taken between free_port() and its bind
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -110,23 +111,42 @@ class SimLauncher:
         r = Replica(f"sidecar-{i}" if sidecar_for else f"sim-{i}", self.host, free_port(self.host),
                     free_port(self.host) if kv else None, self.model, role=role, sidecar_for=sidecar_for)
         r.log_path = Path(self._logdir.name) / f"{r.name}.log"
+        self._popen(r)
+        self.replicas.append(r)
+        self._num_spawned += 1
+        return r
+
+    def _popen(self, r: Replica) -> None:
+        assert r.log_path is not None
         with open(r.log_path, "wb") as logf:
             r.proc = subprocess.Popen(self._command(r), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        self.replicas.append(r)
-        self._num_spawned += 1
-        return r
+
+    def _retry_on_taken_port(self, r: Replica, tries: dict[str, int]) -> bool:
+        """A free port is only free until someone else binds it (free_port releases it before the child
+        binds): a replica that lost that race is started again on fresh ports, a few times at most."""
+        if "address already in use" not in r.stderr_tail().lower() or tries.get(r.name, 0) >= _PORT_RETRIES:
+            return False
+        tries[r.name] = tries.get(r.name, 0) + 1
+        r.port = free_port(self.host)
+        if r.kv_port is not None:
+            r.kv_port = free_port(self.host)
+        self._popen(r)
+        return True
 
     async def wait_ready(self, replicas: list[Replica]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout_s
         pending = list(replicas)
+        tries: dict[str, int] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as s:
             while pending:
                 for r in list(pending):
                     assert r.proc is not None
                     if r.proc.poll() is not None:
+                        if self._retry_on_taken_port(r, tries):
+                            continue
                         raise LaunchError(f"{r.name} exited with status {r.proc.returncode}: {r.stderr_tail()}")
                     try:
                         async with s.get(f"http://{r.address}/health") as resp:

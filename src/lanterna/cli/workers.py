@@ -37,6 +37,7 @@ from aiohttp import web
 
 from lanterna.config.model import LanternaConfig
 from lanterna.errors import ConfigError
+from lanterna.gateway.server import RESPONSE_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def tag_responses(app: web.Application) -> None:
         response.headers[WORKER_HEADER] = pid
 
     app.on_response_prepare.append(_tag)
+    app[RESPONSE_HEADERS] = {WORKER_HEADER: pid}  # the lean front's routes
 
 
 def check_port_free(host: str, port: int) -> None:

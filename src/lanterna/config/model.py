@@ -100,6 +100,8 @@ class GatewayConfig(_Section):
     limits: EdgeLimitsConfig = Field(default_factory=EdgeLimitsConfig)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # /metrics on its own listener; None: main port
     pd: PDConfig = Field(default_factory=PDConfig)
+    # the client-facing server: "lean" (httptools on raw connections, gateway/lean.py) or "aiohttp"
+    http_server: Literal["lean", "aiohttp"] = "lean"
 
 
 class StaticEndpoint(_Section):

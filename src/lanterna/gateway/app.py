@@ -32,7 +32,14 @@ from lanterna.gateway.front import edge_middleware
 from lanterna.gateway.precise import make_kv_index, start_precise, stop_precise
 from lanterna.gateway.reload import start_reloader, timed
 from lanterna.gateway.routes import add_routes, log_edge_rejection, render_metrics
-from lanterna.gateway.server import SHUTDOWN, Shutdown, build_metrics_app, serve_edge
+from lanterna.gateway.server import (
+    RESPONSE_HEADERS,
+    SHUTDOWN,
+    Serving,
+    Shutdown,
+    build_metrics_app,
+    serve_edge,
+)
 from lanterna.gateway.state import GATEWAY, PREWARM, Gateway
 from lanterna.gateway.transport import UpstreamTransport
 from lanterna.gateway.upstream import Upstreams
@@ -192,7 +199,13 @@ def build_metrics_only_app(gw: Gateway) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
+async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> Serving:
     """Start serving with the edge limits (header/body deadlines, header caps answered as OpenAI-shaped 431);
-    the caller awaits shutdown and calls ``runner.cleanup()``."""
-    return await serve_edge(app, host, port, app[GATEWAY].cfg.gateway.limits, reuse_port=reuse_port)
+    the caller awaits shutdown and calls ``cleanup()``. The client-facing app is served by the lean front
+    (``gateway/lean.py``) unless ``gateway.http_server: aiohttp``; other apps (the metrics listener) by aiohttp."""
+    gw = app[GATEWAY]
+    if SHUTDOWN in app and gw.cfg.gateway.http_server == "lean":
+        from lanterna.gateway.lean import serve_lean
+
+        return await serve_lean(app, gw, host, port, reuse_port=reuse_port, extra_headers=app.get(RESPONSE_HEADERS))
+    return await serve_edge(app, host, port, gw.cfg.gateway.limits, reuse_port=reuse_port)

@@ -159,14 +159,19 @@ def principal_of(request: web.Request) -> Principal:
     return request.get(PRINCIPAL) or _NO_RIGHTS
 
 
+def admit_request(auth: EdgeAuth, p: Principal) -> None:
+    """Charge one request to ``p``'s request rate (429 ``KeyRateLimited`` when over it)."""
+    if p.requests_per_s is not None:  # unlimited (and anonymous) principals always pass: no limiter call
+        auth.charge_request(p)
+
+
 def authorize(auth: EdgeAuth, request: web.Request) -> None:
     """Authenticate a ``/v1/*`` request and charge its request rate, before its body is read; the principal
     lands on ``request[PRINCIPAL]``. Raises ``Unauthorized`` (401) or ``KeyRateLimited`` (429)."""
     p: Principal | None = None
     try:
         p = auth.authenticate(request.headers)
-        if p.requests_per_s is not None:  # unlimited (and anonymous) principals always pass: no limiter call
-            auth.charge_request(p)
+        admit_request(auth, p)
     except LanternaError as err:
         on_reject = request.app.get(ON_REJECT)
         if on_reject is not None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import web
-
 from lanterna.endpoints.types import Endpoint
 from lanterna.errors import LanternaError, UpstreamFailed, UpstreamTimeout
+from lanterna.gateway.face import ClientRequest, Reply
 from lanterna.gateway.header_policy import upstream_headers
 from lanterna.gateway.proxy import (
     Opened,
@@ -25,7 +24,7 @@ from lanterna.gateway.proxy import (
     response_headers,
 )
 from lanterna.gateway.state import Gateway
-from lanterna.gateway.streaming import SSEResponse, error_frame, relay_stream, usage_from_body
+from lanterna.gateway.streaming import error_frame, relay_stream, usage_from_body
 from lanterna.routing import core, pd
 from lanterna.routing.accounting import LoadTicket
 from lanterna.routing.call import InferenceCall
@@ -120,7 +119,7 @@ def _past_deadline(gw: Gateway, call: InferenceCall) -> bool:
     return call.deadline is not None and gw.clock.now() >= call.deadline - 0.001
 
 
-async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> web.StreamResponse:
+async def dispatch(gw: Gateway, request: ClientRequest, call: InferenceCall, reply: Reply) -> None:
     order = core.schedule(gw, call)
     auth = gw.auth
     headers = upstream_headers(request.headers, call.sreq.request_id,
@@ -169,14 +168,15 @@ async def dispatch(gw: Gateway, request: web.Request, call: InferenceCall) -> we
                                                           "status": opened.status})
             last_err = UpstreamFailed(f"the upstream replica answered {opened.status}")
             continue
-        return await _respond(gw, request, call, ep, opened, ticket)
+        await _respond(gw, call, ep, opened, ticket, reply)
+        return
     if not any(e.healthy for e in order):  # every replica tried went down meanwhile: 503, retry later
         raise core.no_ready_endpoint(call.target)
     raise last_err or UpstreamFailed("no upstream replica could be tried")
 
 
-async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: Endpoint, opened: Opened,
-                   ticket: LoadTicket) -> web.StreamResponse:
+async def _respond(gw: Gateway, call: InferenceCall, ep: Endpoint, opened: Opened, ticket: LoadTicket,
+                   out: Reply) -> None:
     """Answer from an opened upstream; owns ``ticket`` and ``opened.response`` from here on."""
     core.served(gw, call, ep, opened.status)
     call.ttft_s = gw.clock.now() - call.started
@@ -193,9 +193,9 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
                 call.prompt_tokens, call.output_tokens = usage.prompt_tokens, usage.completion_tokens
                 call.cached_tokens = usage.cached_tokens
             clean = True
-            return web.Response(status=opened.status, body=opened.first, headers=hdrs)
-        out = SSEResponse(status=opened.status, headers=hdrs)
-        await out.prepare(request)
+            await out.send(opened.status, hdrs, opened.first)
+            return
+        await out.start(opened.status, hdrs)
         try:
             if call.deadline is None:
                 outcome = await relay_stream(opened.response, opened.first, out, ticket)
@@ -208,7 +208,7 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
                 await out.write_eof(error_frame(UpstreamTimeout("the request's deadline passed")))
             except (ConnectionResetError, OSError):
                 pass
-            return out
+            return
         call.response_bytes = outcome.num_bytes
         usage = outcome.usage
         if usage is not None:
@@ -229,7 +229,6 @@ async def _respond(gw: Gateway, request: web.Request, call: InferenceCall, ep: E
                 await out.write_eof()
             except (ConnectionResetError, OSError):
                 pass
-        return out
     finally:
         ticket.release()
         if clean:

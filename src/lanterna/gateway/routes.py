@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
@@ -28,39 +29,47 @@ from lanterna.auth.principal import Principal
 from lanterna.errors import LanternaError
 from lanterna.gateway.auth import principal_of, require_admin
 from lanterna.gateway.dispatch import dispatch
-from lanterna.gateway.edge import read_body
+from lanterna.gateway.edge import check_json_body, read_body
+from lanterna.gateway.face import AiohttpReply, ClientRequest, Reply
 from lanterna.gateway.middleware import http_error
 from lanterna.gateway.state import GATEWAY, Gateway
 from lanterna.gateway.tracing import request_trace
 from lanterna.obs.logs import REQUEST_ID
+from lanterna.obs.tracing import RequestTrace
 from lanterna.routing import core
 from lanterna.scheduler.framework.types import ApiKind
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.encode
+BodyReader = Callable[[], Awaitable[bytes]]
 
 
-async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    assert gw.body_limits is not None and gw.auth is not None
-    started, rid, body = gw.clock.now(), REQUEST_ID.get() or "", b""
-    principal = principal_of(request)
+async def serve_inference(gw: Gateway, request: ClientRequest, kind: ApiKind, body: bytes | BodyReader,
+                          principal: Principal, trace: RequestTrace, reply: Reply) -> None:
+    """One inference request, whichever server carries it. ``body``: the bytes (already read, decompressed and
+    checked by the server) or a reader that raises the edge's 400/408/413/415."""
+    assert gw.auth is not None and gw.body_limits is not None
+    started, rid = gw.clock.now(), REQUEST_ID.get() or ""
+    raw = b""
     try:
-        body = await read_body(request, gw.body_limits)  # 400/408/413/415 at the edge: one decode, UTF-8, depth
-        call = core.prepare(gw, request.headers, body, kind, request_id=rid, started=started, principal=principal)
-    except (LanternaError, web.HTTPException) as exc:
-        err = exc if isinstance(exc, LanternaError) else http_error(exc)
-        core.rejected(gw, err, request.headers, body, kind, request_id=rid, started=started, path=request.path,
+        if isinstance(body, bytes):
+            check_json_body(body, gw.body_limits.max_json_depth)  # 400: UTF-8, surrogates, depth
+            raw = body  # only now: the access log of a refused body does not parse it
+        else:
+            raw = await body()
+        call = core.prepare(gw, request.headers, raw, kind, request_id=rid, started=started, principal=principal)
+    except LanternaError as err:
+        core.rejected(gw, err, request.headers, raw, kind, request_id=rid, started=started, path=request.path,
                       client=request.remote, principal=principal)
         raise
-    call.trace, call.path, call.client = request_trace(request), request.path, request.remote
+    call.trace, call.path, call.client = trace, request.path, request.remote
     try:
         if principal.tokens_per_min is not None:  # a key with a token rate (others always pass)
             gw.auth.charge_tokens(principal, call.token_estimate)  # 429 per key; nothing is held yet
         async with core.admit(gw, call):
             if gw.tokenizer is not None:  # precise routing only: no coroutine otherwise
                 await core.tokenize(gw, call)
-            return await dispatch(gw, request, call)
+            await dispatch(gw, request, call, reply)
     except LanternaError as err:
         call.status, call.error = err.status, core.error_reason(err)
         raise
@@ -69,6 +78,24 @@ async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
         raise
     finally:
         core.complete(gw, call)
+
+
+async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
+    """The aiohttp face of ``serve_inference`` (``gateway.server: aiohttp``)."""
+    gw = request.app[GATEWAY]
+    assert gw.body_limits is not None
+    limits = gw.body_limits
+
+    async def read() -> bytes:
+        try:
+            return await read_body(request, limits)  # 400/408/413/415 at the edge: one decode, UTF-8, depth
+        except web.HTTPException as exc:
+            raise http_error(exc) from None
+
+    reply = AiohttpReply(request)
+    await serve_inference(gw, request, kind, read, principal_of(request), request_trace(request), reply)
+    assert reply.response is not None
+    return reply.response
 
 
 def log_edge_rejection(request: web.Request, err: LanternaError, principal: Principal | None) -> None:
@@ -87,30 +114,38 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _inference(request, "chat")
 
 
-async def list_models(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+def models_answer(gw: Gateway) -> bytes:
     created = int(time.time())
     data = [{"id": c.id, "object": "model", "created": created, "owned_by": c.owned_by, "root": c.id,
              "parent": c.parent, "max_model_len": c.max_model_len} for c in gw.store.model_cards()]
-    return web.Response(body=_json({"object": "list", "data": data}), content_type="application/json")
+    return _json({"object": "list", "data": data})
+
+
+def health_answer(gw: Gateway) -> bytes:
+    ready = sum(1 for e in gw.store.all() if e.healthy)
+    return _json({"status": "ok", "ready_endpoints": ready})
+
+
+def ready_answer(gw: Gateway) -> tuple[int, bytes, dict[str, str] | None]:
+    """Readiness: 503 while no endpoint is ready, and from the start of a graceful shutdown (so a load
+    balancer stops sending before the gateway stops admitting). Status, body, extra headers."""
+    draining = gw.shutdown is not None and gw.shutdown.draining
+    n = 0 if draining else sum(1 for e in gw.store.all() if e.healthy)
+    return (200 if n else 503, _json({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
+            None if n else {"Retry-After": str(core.NO_ENDPOINT_RETRY_AFTER_S)})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.Response(body=models_answer(request.app[GATEWAY]), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
-    ready = sum(1 for e in gw.store.all() if e.healthy)
-    return web.Response(body=_json({"status": "ok", "ready_endpoints": ready}),
-                        content_type="application/json")
+    return web.Response(body=health_answer(request.app[GATEWAY]), content_type="application/json")
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 503 while no endpoint is ready, and from the start of a graceful shutdown (so a load
-    balancer stops sending before the gateway stops admitting)."""
-    gw = request.app[GATEWAY]
-    draining = gw.shutdown is not None and gw.shutdown.draining
-    n = 0 if draining else sum(1 for e in gw.store.all() if e.healthy)
-    return web.Response(status=200 if n else 503, content_type="application/json",
-                        body=_json({"status": "ready" if n else "unavailable", "ready_endpoints": n}),
-                        headers=None if n else {"Retry-After": str(core.NO_ENDPOINT_RETRY_AFTER_S)})
+    status, body, headers = ready_answer(request.app[GATEWAY])
+    return web.Response(status=status, content_type="application/json", body=body, headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:

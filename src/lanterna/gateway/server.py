@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web, web_protocol
@@ -214,8 +214,7 @@ class Shutdown:
     def refusal(self, request_id: str | None, request: web.Request | None = None) -> web.Response:
         """The 503 (Retry-After, connection closed) for a request that arrives while draining; an inference
         request still gets its access-log line (``ON_REJECT``)."""
-        err = ServiceUnavailable("The gateway is shutting down; retry on another instance.",
-                                 headers={"retry-after": str(self.retry_after_s)})
+        err = self.refusal_error()
         if request is not None and request.path.startswith(CLIENT_PATH_PREFIX):
             on_reject = request.app.get(ON_REJECT)
             if on_reject is not None:
@@ -223,6 +222,10 @@ class Shutdown:
         resp = error_response(err, request_id)
         resp.force_close()
         return resp
+
+    def refusal_error(self) -> ServiceUnavailable:
+        return ServiceUnavailable("The gateway is shutting down; retry on another instance.",
+                                  headers={"retry-after": str(self.retry_after_s)})
 
     def enter(self) -> None:
         """A request was admitted; pair with exactly one ``leave``."""
@@ -248,6 +251,15 @@ class Shutdown:
 
 
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("lanterna_shutdown", Shutdown)
+# Headers added to every response (``--workers``: which worker answered); aiohttp routes get them from the
+# app's ``on_response_prepare`` signal, the lean front from this key.
+RESPONSE_HEADERS: web.AppKey[dict[str, str]] = web.AppKey("lanterna_response_headers", dict)
+
+
+class Serving(Protocol):
+    """A started server (``web.AppRunner`` or the lean front): ``cleanup()`` stops it and the app."""
+
+    async def cleanup(self) -> None: ...
 
 
 def build_metrics_app(render: Callable[[], tuple[bytes, str]]) -> web.Application:

@@ -13,6 +13,7 @@ stream whose bytes are all buffered by the time its first chunk is read costs th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
@@ -94,7 +95,13 @@ class RelayOutcome:
     upstream_error: LanternaError | None = None
 
 
-async def _send(out: web.StreamResponse, data: bytes, last: bool) -> bool:
+class _Writer(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
+async def _send(out: _Writer, data: bytes, last: bool) -> bool:
     """Write ``data`` (with the end of the response when ``last``); False when the client is gone."""
     try:
         if last:
@@ -107,7 +114,7 @@ async def _send(out: web.StreamResponse, data: bytes, last: bool) -> bool:
 
 
 async def relay_stream(
-    upstream: UpstreamReply, first: bytes, out: web.StreamResponse, ticket: LoadTicket,
+    upstream: UpstreamReply, first: bytes, out: _Writer, ticket: LoadTicket,
 ) -> RelayOutcome:
     """Write ``first`` (already read, so retries were possible until now) then the rest of the stream.
 

@@ -123,6 +123,9 @@ async def test_stdout_sink_writes_one_loop_iterations_lines_at_once_without_log_
         caplog: pytest.LogCaptureFixture) -> None:
     buf = CountingStream()
     log = setup_access_log("json", stream=buf)
+    handler = logging.getLogger(ACCESS_LOGGER).handlers[0]
+    assert isinstance(handler, SinkHandler)
+    handler.sink.flush_s = 0  # end of the loop iteration (the default waits flush_s: next test)
     try:
         made: list[logging.LogRecord] = []
         factory = logging.getLogRecordFactory()
@@ -141,6 +144,22 @@ async def test_stdout_sink_writes_one_loop_iterations_lines_at_once_without_log_
         logging.getLogger(ACCESS_LOGGER).propagate = True
 
 
+async def test_sink_writes_lines_of_several_loop_iterations_once_after_flush_s() -> None:
+    buf = CountingStream()
+    sink = LineSink(buf, flush_s=0.02)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(3):
+        sink.write(f"line{i}")
+        await asyncio.sleep(0)  # each line in its own loop iteration, as requests arrive
+    assert buf.writes == 0
+    done = loop.create_future()
+    loop.call_later(0.05, done.set_result, None)
+    await done
+    assert buf.writes == 1 and buf.getvalue() == "line0\nline1\nline2\n"
+    assert loop.time() - t0 >= 0.02
+
+
 async def test_sink_flushes_when_full_and_a_users_handler_gets_every_line_through_the_logger() -> None:
     buf = CountingStream()
     log = setup_access_log("text", stream=buf)
@@ -148,6 +167,7 @@ async def test_sink_flushes_when_full_and_a_users_handler_gets_every_line_throug
     handler = logger.handlers[0]
     assert isinstance(handler, SinkHandler)
     handler.sink.max_lines = 2
+    handler.sink.flush_s = 0
     theirs = io.StringIO()
     try:
         log.write(_rec(request_id="a"))

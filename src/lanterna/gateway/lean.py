@@ -392,7 +392,7 @@ class _Conn(asyncio.Protocol):
         assert req is not None
         req.size += len(data)
         cap = self.f.max_body
-        if req.size > cap and req.inflate is None:
+        if req.size > cap and (req.inflate is None or req.size > 2 * cap + 65536):  # compressed: output is capped
             raise _Reject(PayloadTooLarge(f"request body exceeds the {cap}-byte limit", param="body"))
         if req.inflate is not None:
             data = self._inflate(req, data)
@@ -470,6 +470,9 @@ class _Conn(asyncio.Protocol):
                 if not keep:
                     self.close()
                     return
+        except Exception as exc:  # handle() answers its own errors; this is a bug in the front or the bridge
+            log.error("lean_connection_failed", exc_info=exc)
+            self.close()
         finally:
             self.task = None
             if not self.closed and not self.queue:

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes
 
 import httptools
 import msgspec
@@ -371,6 +372,8 @@ class _Conn(asyncio.Protocol):
         url = self.url
         q = url.find(b"?")
         path = url if q < 0 else url[:q]
+        if b"%" in path:  # percent-encoded: match what the aiohttp router would (it decodes the path)
+            path = unquote_to_bytes(path)
         route = _HOT.get((method, path))
         req = LeanRequest(method.decode("latin-1"), url, path.decode("latin-1"), route, self.raw, self.remote)
         req.keep_alive = parser.should_keep_alive()

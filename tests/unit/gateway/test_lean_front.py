@@ -117,6 +117,16 @@ async def test_cold_routes_keep_their_aiohttp_answers(gw: Harness) -> None:
     w.close()
 
 
+async def test_query_strings_and_percent_encoded_paths_still_reach_the_inference_route(gw: Harness) -> None:
+    r, w = await connect(gw)
+    w.write(post(path=b"/v1/completions?x=1") + post(path=b"/v1/%63ompletions",
+                                                     body=b'{"model": "m", "prompt": "s", "stream": true}'))
+    (s1, _, _), (s2, h2, b2) = [await response(r) for _ in range(2)]
+    assert (s1, s2) == (200, 200)
+    assert h2["transfer-encoding"] == "chunked" and b2.endswith(b"data: [DONE]\n\n")  # streamed by the front
+    w.close()
+
+
 async def test_chunked_request_body_and_expect_continue(gw: Harness) -> None:
     r, w = await connect(gw)
     w.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -28,7 +28,14 @@ ENV_PREFIX = "LANTERNA_"
 DEFAULT_SCHEDULER = "lanterna"
 
 
+_YAML11_BOOLS = frozenset(("y", "n", "yes", "no", "on", "off"))
+
+
 def _scalar(text: str) -> Any:
+    """An override's value as YAML would read it, except YAML 1.1's word booleans, kept as text: ``off`` is a
+    value of ``gateway.access_log``; a boolean field still takes them (pydantic reads ``on``/``off`` as bools)."""
+    if text.strip().lower() in _YAML11_BOOLS:
+        return text.strip()
     try:
         return yaml.safe_load(text) if text != "" else ""
     except (yaml.YAMLError, RecursionError):

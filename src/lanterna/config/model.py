@@ -92,6 +92,11 @@ class GatewayConfig(_Section):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on logger lanterna.access (stdout)
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
     debug_endpoints: bool = True  # GET /debug/endpoints: gateway-side load per endpoint
     tracing: bool = False  # OpenTelemetry spans when the package is installed
     # inference_extension_plugin_duration_seconds times 1 scheduling cycle in N (the first included); 1: all

@@ -51,3 +51,16 @@ def test_missing_file_and_bad_override(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml", env={})
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, env={}, overrides=["justakey"])
+
+
+def test_word_booleans_stay_words_where_a_field_wants_a_word() -> None:
+    """YAML 1.1 reads ``off`` as false: ``--set gateway.access_log=off`` and ``access_log: off`` both mean "off",
+    while a boolean field still takes ``on``/``off``."""
+    import yaml
+
+    from lanterna.config.loader import load_config
+    from lanterna.config.model import LanternaConfig
+
+    cfg = load_config(None, overrides=["gateway.access_log=off", "gateway.tracing=on"])
+    assert (cfg.gateway.access_log, cfg.gateway.tracing) == ("off", True)
+    assert LanternaConfig.model_validate(yaml.safe_load("gateway: {access_log: off}")).gateway.access_log == "off"

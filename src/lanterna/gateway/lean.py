@@ -484,9 +484,10 @@ class _Conn(asyncio.Protocol):
     def head(self, status: int, headers: Mapping[str, str], req: LeanRequest, framing: bytes) -> bytes:
         line = _STATUS.get(status) or _status_line(status)
         lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items()]).encode("latin-1", "replace")
-        close = b"connection: close\r\n" if req.close or not req.keep_alive or self.f.closing else b""
-        if close:
-            req.close = True
+        if req.close or not req.keep_alive or self.f.closing:
+            close, req.close = b"connection: close\r\n", True
+        else:  # an HTTP/1.0 client keeps the connection only when told so
+            close = b"connection: keep-alive\r\n" if req.version == "1.0" else b""
         return b"".join((line, self.f.date.get(), self.f.extra_head, lines, framing, close, b"\r\n"))
 
     async def drain(self) -> None:

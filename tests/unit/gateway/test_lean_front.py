@@ -151,6 +151,17 @@ async def test_http10_stream_is_delimited_by_close(gw: Harness) -> None:
     w.close()
 
 
+async def test_http10_keep_alive_is_answered_with_keep_alive(gw: Harness) -> None:
+    r, w = await connect(gw)
+    w.write(b"POST /v1/completions HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
+    status, hdrs, _ = await response(r)
+    assert status == 200 and hdrs["connection"] == "keep-alive"
+    w.write(b"GET /health HTTP/1.0\r\n\r\n")  # no keep-alive asked: answered, then closed
+    raw, _ = await until_closed(r)
+    assert status_of(raw) == 200 and b"connection: close" in raw.lower()
+    w.close()
+
+
 @pytest.mark.parametrize(
     ("extra", "data", "status"),
     [(b"Content-Encoding: gzip\r\n", gzip.compress(BODY), 200),

@@ -84,7 +84,9 @@ def scenario(args: argparse.Namespace, target: dict[str, Any]) -> BenchConfig:
         "name": "fidelity", "seed": args.seed,
         "workload": {"type": "shared-prefix", "num_groups": args.groups, "prompts_per_group": 4,
                      "system_len": args.system_len, "question_len": args.question_len, "output_len": args.output_len},
-        "load": {"type": "poisson", "stages": [{"rate": r, "num_requests": args.requests} for r in args.rates]},
+        "load": {"type": "poisson", "stages": [{"rate": r, "num_requests": args.requests} for r in args.rates],
+                 # every group's prefix cached before the first stage, so its TTFT is a warm baseline
+                 **({"warmup": {"rate": 8.0, "num_requests": args.warmup}} if args.warmup else {})},
         **target,
     })
 
@@ -293,6 +295,7 @@ def plot(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]], path
                         label=f"vLLM {k.split('_')[1] if '_p' in k else ''} run {i + 1}")
             ax.plot(rates, [x[k] for x in virt], "s--", color="k" if "90" not in k else "grey",
                     label=f"sim {k.split('_')[1] if '_p' in k else ''}")
+        ax.set_xscale("log", base=2)
         ax.set_xlabel("offered rate (req/s)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -397,11 +400,13 @@ def _f(v: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0])
-    a("--requests", type=int, default=40, help="requests per ladder stage")
+    a("--rates", type=lambda s: [float(x) for x in s.split(",")],
+      default=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 48.0, 64.0, 96.0, 128.0])
+    a("--requests", type=int, default=100, help="requests per ladder stage")
+    a("--warmup", type=int, default=32, help="warm-up requests (8 req/s, not reported) before the ladder")
     a("--replicas", type=int, default=2)
     a("--repeat", type=int, default=2, help="real ladder runs (noise estimate)")
-    a("--calib-repeats", type=int, default=3)
+    a("--calib-repeats", type=int, default=5)
     a("--groups", type=int, default=8)
     a("--system-len", type=int, default=256)
     a("--question-len", type=int, default=64)

@@ -18,7 +18,7 @@ against a 128-token one). The samples come from a live server (``cli/plan_calibr
   ``step_s + decode_seq_s x N + decode_ctx_s x (KV tokens attended) + host(N tokens)``; short and long prompts
   separate the per-sequence cost from the attention over context (the ladder's prompts are 320 tokens).
 
-The decode plane is fitted robustly (Theil-Sen, then a median), the prefill curve by relative least squares that drops one
+The decode plane is fitted robustly (a Theil-Sen line per prompt length), the prefill curve by relative least squares that drops one
 sample far off the rest (a stall on a shared machine).
 """
 
@@ -166,21 +166,22 @@ def fit_steps(samples: Sequence[StepSample], host: HostCost = HostCost()) -> Ste
 
 
 def _decode_plane(dec: Sequence[StepSample], host: HostCost) -> tuple[float, float, float]:
-    """(step, per sequence, per context token) of decode steps: Theil-Sen over batch size on the short-context
-    samples, then the context term as the median residual per context token of the long-context ones (those
-    with over 4x the shortest context per sequence), iterated twice so each term sees the other's share."""
+    """(step, per sequence, per context token) of decode steps: one Theil-Sen line over batch size per prompt
+    length; the slopes differ by the attention over each sequence's context, so the context term is the slope
+    difference per context token, and the short-prompt line gives the rest. (The lines' intercepts differ too,
+    a single long sequence costing more than this predicts, but batches are what saturation is made of.)"""
     ys = [max(0.0, s.seconds - host.probe_s(s)) for s in dec]
     per_seq = [s.context_tokens / s.decode_seqs for s in dec]
-    long = [i for i, x in enumerate(per_seq) if x > 4 * min(per_seq)] if min(per_seq) > 0 else []
-    short = [i for i in range(len(dec)) if i not in long]
-    ctx = 0.0
-    c, seq = _theil_sen([dec[i].decode_seqs for i in short], [ys[i] for i in short])
-    for _ in range(2 if long else 0):
-        ctx = max(0.0, float(np.median([(ys[i] - c - seq * dec[i].decode_seqs) / dec[i].context_tokens
-                                         for i in long])))
-        c, seq = _theil_sen([dec[i].decode_seqs for i in short],
-                            [ys[i] - ctx * dec[i].context_tokens for i in short])
-    return c, seq, ctx
+    short = [i for i, x in enumerate(per_seq) if x <= 4 * min(per_seq)] if min(per_seq) > 0 else list(range(len(dec)))
+    long = [i for i in range(len(dec)) if i not in short]
+    c, slope_s = _theil_sen([dec[i].decode_seqs for i in short], [ys[i] for i in short])
+    if len({dec[i].decode_seqs for i in long}) < 2:
+        return c, slope_s, 0.0
+    _, slope_l = _theil_sen([dec[i].decode_seqs for i in long], [ys[i] for i in long])
+    ctx_s = float(np.mean([per_seq[i] for i in short]))
+    ctx_l = float(np.mean([per_seq[i] for i in long]))
+    ctx = max(0.0, (slope_l - slope_s) / (ctx_l - ctx_s))
+    return c, max(0.0, slope_s - ctx * ctx_s), ctx
 
 
 @dataclass(frozen=True, slots=True)

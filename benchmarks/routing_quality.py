@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import re
 import sys
@@ -77,6 +78,7 @@ class Replicas:
     addresses: list[str]  # host:port
     kv_events: list[str | None]
     tokenizer: str  # what the gateway's kvindex.tokenizer should be ("default" = Lanterna's packaged one)
+    pids: list[int] = field(default_factory=list)  # real vLLMs: each API server's pid (its engine is a child)
 
     @property
     def urls(self) -> list[str]:
@@ -94,8 +96,9 @@ async def sim_replicas(n: int, sim_args: list[str], model: str = "sim-model") ->
 
 
 @contextlib.contextmanager
-def vllm_replicas(n: int, kv_cache_bytes: int, logdir: Path) -> Iterator[Replicas]:
-    """N tiny real vLLMs on CPU (tests/integration/vllm_server.py), KV events on, started one after another."""
+def vllm_replicas(n: int, kv_cache_bytes: int, logdir: Path, pin: bool = False) -> Iterator[Replicas]:
+    """N tiny real vLLMs on CPU (tests/integration/vllm_server.py), KV events on, started one after another;
+    ``pin``: replica i's processes (API server, engine core, worker) on core i mod the core count."""
     from tests.integration.vllm_server import SERVED_NAME, ensure_tiny_model, start_vllm
 
     model_dir = ensure_tiny_model()
@@ -105,9 +108,9 @@ def vllm_replicas(n: int, kv_cache_bytes: int, logdir: Path) -> Iterator[Replica
             say(f"starting real vLLM {i + 1}/{n} ...")
             handles.append(stack.enter_context(start_vllm(
                 model_dir, port=free_port(), kv_events_port=free_port(), kv_cache_bytes=kv_cache_bytes,
-                topic=None, log_dir=logdir)))
+                topic=None, log_dir=logdir, cpus=str(i % (os.cpu_count() or 1)) if pin else None)))
         yield Replicas(SERVED_NAME, [f"127.0.0.1:{h.port}" for h in handles], [h.zmq_endpoint for h in handles],
-                       str(model_dir))
+                       str(model_dir), [h.process.pid for h in handles])
 
 
 # -- routers --------------------------------------------------------------------------------------------------

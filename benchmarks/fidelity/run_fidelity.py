@@ -1,17 +1,24 @@
 """Simulator fidelity against real vLLM: the same Poisson ladder on 2 real tiny vLLMs (CPU) behind the gateway
-and on the virtual cluster with a step-time profile fitted to those vLLMs.
+and on the virtual cluster with a step-time profile and host costs measured on those vLLMs.
 
     .venv/bin/python benchmarks/fidelity/run_fidelity.py [--rates 1,2,4,8] [--requests 40] [--repeat 2]
 
-1. start N real vLLMs (tiny model, tests/integration/vllm_server.py) and the gateway (``lanterna:<policy>``);
-2. calibrate on replica 0 (``lanterna plan cpu-calibrate``'s measurement) and fit ``LinearFitProfile``;
-3. run the ladder through the gateway (token-id prompts, shared-prefix workload, Poisson arrivals, seeded);
-4. run the same config on the virtual cluster with the fitted profile and the replicas' KV capacity;
-5. compare TTFT and ITL p50/p90, the saturation knee (peak achieved output throughput over the ladder) and
+1. start N real vLLMs (tiny model, tests/integration/vllm_server.py), replica i pinned to core i (``--no-pin``:
+   float); the gateway and this load generator float over the same cores, as in the ladder;
+2. engine probes (``lanterna plan cpu-calibrate``'s measurement) on every replica at once, as the ladder loads
+   them all; the API servers' and this client's CPU time is recorded per probe phase;
+3. start the gateway: its scraping's cost on the API servers (idle window) and the per-request and per-token CPU
+   of API servers, gateway and client (two load phases through the gateway) give the host costs
+   (``planner.calibrate.HostCost``); the engine fit subtracts what the probes carried;
+4. run the ladder through the gateway (token-id prompts, shared-prefix workload, Poisson arrivals, seeded);
+5. run the same config on the virtual cluster with the fitted profile, the host costs, the replicas' KV
+   capacity and the gateway's scrape interval;
+6. compare TTFT and ITL p50/p90, the saturation knee (peak achieved output throughput over the ladder) and
    the prefix-cache hit ratio; write ``report.json``, ``report.md`` and ``fidelity.png`` next to this file.
 
-Real timings on a shared 2-core machine are noisy; ``--repeat`` runs the real ladder more than once and reports
-the spread as well as the per-run errors.
+ITL is per output token as the client sees it on both sides (``RequestRecord.on_tokens``: a chunk carrying k
+tokens gives one gap and k-1 zeros); the share of zero gaps per stage is reported, since a CPU-starved API
+server coalesces tokens, which the simulator (one token per step) does not model.
 """
 
 from __future__ import annotations
@@ -20,23 +27,30 @@ import argparse
 import asyncio
 import json
 import os
+import random
+import re
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE.parent), str(REPO)]
+import aiohttp  # noqa: E402
 import routing_quality as rq  # noqa: E402
 
 from lanterna.bench.config import BenchConfig, parse_config  # noqa: E402
 from lanterna.bench.runner import HttpRunner  # noqa: E402
 from lanterna.bench.workloads import WorkItem  # noqa: E402
-from lanterna.cli.plan_calibrate import measure, save_fit  # noqa: E402
+from lanterna.cli.plan_calibrate import measure, process_cpu_s, save_fit  # noqa: E402
+from lanterna.cli.plan_calibrate import measure_host as measure_host_costs  # noqa: E402
 from lanterna.cluster.virtual import run_virtual  # noqa: E402
-from lanterna.planner.calibrate import fit_steps, tiny_cpu_profile  # noqa: E402
+from lanterna.config.model import EndpointsConfig  # noqa: E402
+from lanterna.planner.calibrate import CpuPhase, HostCost, StepSample, fit_steps, host_costs, tiny_cpu_profile  # noqa: E402
 from lanterna.sim.profiles import register_profile  # noqa: E402
 
 BLOCK_SIZE = 32  # tests/integration/vllm_server.py
@@ -44,6 +58,17 @@ TOL = 0.15
 # ITL is what the brief asks for; TPOT (each request's mean gap) is reported too because a CPU-starved API server
 # flushes several tokens per write, which makes single gaps bimodal (~0 or several steps) on the real side
 METRICS = ("ttft_p50_s", "ttft_p90_s", "itl_p50_s", "itl_p90_s", "tpot_p50_s", "tpot_p90_s")
+CHECKED = METRICS[:4]  # the brief's targets; TPOT is reported beside them
+_SUCCESS = re.compile(r'^vllm:request_success_total\{[^}]*\}\s+([0-9.eE+-]+)', re.M)
+SCRAPE_INTERVAL_S = EndpointsConfig().scrape_interval_s  # the gateway's default, which run_fidelity's gateway uses
+
+
+def own_cpu_s(pid: int) -> float:
+    return process_cpu_s(pid)
+
+
+def cpu_s(pid: int) -> float:
+    return process_cpu_s(pid, tree=True)
 
 
 class TokenRenderer:
@@ -59,7 +84,9 @@ def scenario(args: argparse.Namespace, target: dict[str, Any]) -> BenchConfig:
         "name": "fidelity", "seed": args.seed,
         "workload": {"type": "shared-prefix", "num_groups": args.groups, "prompts_per_group": 4,
                      "system_len": args.system_len, "question_len": args.question_len, "output_len": args.output_len},
-        "load": {"type": "poisson", "stages": [{"rate": r, "num_requests": args.requests} for r in args.rates]},
+        "load": {"type": "poisson", "stages": [{"rate": r, "num_requests": args.requests} for r in args.rates],
+                 # every group's prefix cached before the first stage, so its TTFT is a warm baseline
+                 **({"warmup": {"rate": 8.0, "num_requests": args.warmup}} if args.warmup else {})},
         **target,
     })
 
@@ -69,11 +96,13 @@ def figures(res: Any) -> list[dict[str, Any]]:
     for st in res.stages:
         s = st.summary
         lat = s.latency
+        gaps = [g for r in st.records if r.ok for g in r.itl_s]
         out.append({"rate": s.requested_rate, "ttft_p50_s": lat.ttft.p50 if lat.ttft else None,
                     "ttft_p90_s": lat.ttft.p90 if lat.ttft else None, "itl_p50_s": lat.itl.p50 if lat.itl else None,
                     "itl_p90_s": lat.itl.p90 if lat.itl else None,
                     "tpot_p50_s": lat.tpot.p50 if lat.tpot else None, "tpot_p90_s": lat.tpot.p90 if lat.tpot else None,
                     "output_tokens_per_s": s.throughput.output_tokens_per_s, "hit_rate": s.prefix_cache_hit_rate,
+                    "itl_zero_share": sum(g < 1e-4 for g in gaps) / len(gaps) if gaps else None,
                     "num_ok": s.num_completed, "num_failed": s.num_failed})
     return out
 
@@ -91,42 +120,167 @@ def compare(real: list[dict[str, Any]], virt: list[dict[str, Any]]) -> dict[str,
         rows.append(row)
     knee_r = max(x["output_tokens_per_s"] for x in real)
     knee_v = max(x["output_tokens_per_s"] for x in virt)
-    knee = {"real_peak_output_tok_s": knee_r, "sim_peak_output_tok_s": knee_v, "rel_err": (knee_v - knee_r) / knee_r,
-            "real_knee_rate": _knee_rate(real), "sim_knee_rate": _knee_rate(virt)}
-    knee["ok"] = abs(knee["rel_err"]) <= TOL
+    rate_r, rate_v = _knee_rate(real), _knee_rate(virt)
+    knee: dict[str, Any] = {"real_peak_output_tok_s": knee_r, "sim_peak_output_tok_s": knee_v,
+                            "rel_err": (knee_v - knee_r) / knee_r, "real_knee_rate": rate_r, "sim_knee_rate": rate_v,
+                            "knee_rate_rel_err": (rate_v - rate_r) / rate_r if rate_r and rate_v else None}
+    knee["peak_ok"] = abs(knee["rel_err"]) <= TOL
+    knee["rate_ok"] = knee["knee_rate_rel_err"] is not None and abs(knee["knee_rate_rel_err"]) <= TOL
+    knee["ok"] = knee["peak_ok"] and knee["rate_ok"]
     for row in rows:
-        ok_all &= all(row[k]["ok"] for k in (*METRICS, "hit_rate"))
+        ok_all &= all(row[k]["ok"] for k in (*CHECKED, "hit_rate"))
     return {"levels": rows, "knee": knee, "all_within_tolerance": bool(ok_all and knee["ok"])}
 
 
 def _knee_rate(rows: list[dict[str, Any]]) -> float | None:
-    """The first offered rate whose TTFT p50 is over 3x the lowest stage's: where queueing takes over."""
+    """The offered rate at which TTFT p50 crosses 3x the lowest stage's (where queueing takes over), linearly
+    interpolated between the two stages around the crossing; None if it never does."""
     base = rows[0]["ttft_p50_s"]
-    for x in rows:
-        if base and x["ttft_p50_s"] and x["ttft_p50_s"] > 3 * base:
-            return float(x["rate"])
+    if not base:
+        return None
+    limit = 3 * base
+    for prev, x in zip(rows, rows[1:], strict=False):
+        y0, y1 = prev["ttft_p50_s"], x["ttft_p50_s"]
+        if y0 is not None and y1 is not None and y1 > limit >= y0:
+            return float(prev["rate"] + (x["rate"] - prev["rate"]) * (limit - y0) / (y1 - y0))
     return None
 
 
-async def real_ladder(args: argparse.Namespace, reps: rq.Replicas, logdir: Path) -> list[dict[str, Any]]:
+async def real_ladder(args: argparse.Namespace, reps: rq.Replicas, logdir: Path
+                      ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The ladder through a fresh gateway; also the CPU seconds each process used during it (diagnostics)."""
     proc = await asyncio.to_thread(rq.start_router, f"lanterna:{args.policy}", reps, logdir)
-    try:
-        import aiohttp
 
+    def snap() -> dict[str, float]:
+        out = {f"replica{i} api": own_cpu_s(p) for i, p in enumerate(reps.pids)}
+        out |= {f"replica{i} engine": cpu_s(p) - own_cpu_s(p) for i, p in enumerate(reps.pids)}
+        return out | {"gateway": cpu_s(proc.popen.pid), "client": own_cpu_s(os.getpid()), "wall": time.perf_counter()}
+
+    try:
         async with aiohttp.ClientSession() as s:
             await rq.reset_caches(s, reps)
         cfg = scenario(args, {"target": {"url": proc.url, "model": reps.model, "api": "completions"}})
+        await wait_idle(args, "the ladder")
+        served0 = await _served_each(reps)
+        a = snap()
         res = await HttpRunner(cfg, progress=False, renderer=TokenRenderer()).run()  # type: ignore[arg-type]
+        b = snap()
+        served1 = await _served_each(reps)
     finally:
         rq.peers.stop(proc)
-    return figures(res)
+    used = {k: b[k] - a[k] for k in a} | {f"replica{i} requests": float(y - x)
+                                          for i, (x, y) in enumerate(zip(served0, served1, strict=True))}
+    return figures(res), used
 
 
-def virtual_ladder(args: argparse.Namespace, profile_name: str, blocks: int) -> list[dict[str, Any]]:
+def machine_busy(window_s: float = 3.0) -> float:
+    """Share of all cores busy over ``window_s`` (from /proc/stat), whoever uses them."""
+    def read() -> tuple[int, int]:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = f[3] + f[4]
+        return sum(f) - idle, sum(f)
+
+    b0, t0 = read()
+    time.sleep(window_s)
+    b1, t1 = read()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+async def wait_idle(args: argparse.Namespace, what: str) -> None:
+    """Timings are only worth comparing on a machine that runs nothing else: wait (bounded by ``--wait-idle-s``)
+    until under ``--idle-busy`` of the cores are busy (our idle replicas and a scraping gateway use ~12%); say
+    how long it took."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < args.wait_idle_s:
+        busy = await asyncio.to_thread(machine_busy)
+        if busy <= args.idle_busy:
+            break
+    else:
+        rq.say(f"machine still {busy:.0%} busy before {what}: measuring anyway")
+        return
+    if time.perf_counter() - t0 > 5:
+        rq.say(f"waited {time.perf_counter() - t0:.0f}s for a quiet machine before {what}")
+
+
+async def probe_engines(args: argparse.Namespace, reps: rq.Replicas) -> list[StepSample]:
+    """``cpu-calibrate``'s probes on every replica at once (the ladder loads them all), fresh caches, in
+    ``--calib-rounds`` rounds each after a wait for a quiet machine; per sample the median over rounds (the
+    machine's typical state, which is what the ladder meets; the fastest round gave a simulator 20-45% fast)."""
+    rounds: list[list[StepSample]] = []
+    for r in range(args.calib_rounds):
+        async with aiohttp.ClientSession() as s:
+            await rq.reset_caches(s, reps)
+        await wait_idle(args, f"engine probe round {r + 1}")
+        per_rep = await asyncio.gather(*(measure(u, reps.model, repeats=args.calib_repeats, seed=100 * r + i)
+                                         for i, u in enumerate(reps.urls)))
+        rounds.append([smp for rep in per_rep for smp in rep])
+    return [sorted(same, key=lambda x: x.seconds)[len(same) // 2] for same in zip(*rounds, strict=True)]
+
+
+async def _served_each(reps: rq.Replicas) -> list[int]:
+    """Finished requests per replica (how the gateway spread the ladder)."""
+    out = []
+    async with aiohttp.ClientSession() as s:
+        for url in reps.urls:
+            async with s.get(url + "/metrics") as r:
+                out.append(int(sum(float(v) for v in _SUCCESS.findall(await r.text()))))
+    return out
+
+
+async def measure_host(args: argparse.Namespace, reps: rq.Replicas, logdir: Path) -> dict[str, Any]:
+    """Host costs through the gateway, as the ladder runs (``plan_calibrate.measure_host``): per request and
+    per output token of the API servers (without their engine children), the gateway and this client, and the
+    cost of one scrape per replica (API servers' and gateway's idle CPU with the gateway up x its interval)."""
+    proc = await asyncio.to_thread(rq.start_router, f"lanterna:{args.policy}", reps, logdir)
+    try:
+        await wait_idle(args, "the host-cost phases")
+        pids = {f"api{i}": (p, False) for i, p in enumerate(reps.pids)} | {"gateway": (proc.popen.pid, True)}
+        m = await measure_host_costs(proc.url, reps.model, pids, prompt_len=args.system_len + args.question_len,
+                                     idle_s=args.idle_s, seed=args.seed)
+        hop = await hop_latency(proc.url, reps, args.question_len)
+    finally:
+        rq.peers.stop(proc)
+    api = [k for k in m.costs if k.startswith("api")]
+    # each API server's own requests: per request/token the mean over them, summed phases give it directly
+    api_cost = host_costs(*(CpuPhase(sum(m.phases[ph][k].cpu_s for k in api), m.phases[ph][api[0]].wall_s,
+                                     m.phases[ph][api[0]].requests, m.phases[ph][api[0]].tokens,
+                                     sum(m.idle_cpu_per_s[k] for k in api)) for ph in ("short", "long")))
+    costs = {"api": api_cost, "gateway": m.costs["gateway"], "client": m.costs["client"]}
+    scrape = (sum(m.idle_cpu_per_s[k] for k in api) + m.idle_cpu_per_s["gateway"]) / len(api) * SCRAPE_INTERVAL_S
+    latency = max(0.0, hop["gateway_s"] - hop["direct_s"] - costs["gateway"].request_s)
+    return {"idle_cpu_per_s": m.idle_cpu_per_s, "hop": hop, "latency_s": latency,
+            "phases": {n: {k: asdict(v) for k, v in ph.items()} for n, ph in m.phases.items()},
+            "costs": {k: asdict(v) for k, v in costs.items()}, "scrape_s": scrape,
+            "probe": costs["api"] + costs["client"],
+            "ladder": costs["api"] + costs["gateway"] + costs["client"] + HostCost(scrape_s=scrape, latency_s=latency)}
+
+
+async def hop_latency(gateway_url: str, reps: rq.Replicas, prompt_len: int, n: int = 16) -> dict[str, float]:
+    """Median latency of lone one-token requests (fresh ``prompt_len``-token prompts) sent straight to a replica
+    and through the gateway, interleaved: the difference minus the gateway's CPU per request is its hops'
+    latency (loopback legs, event-loop turns), which the simulator adds before admission."""
+    rng = random.Random(1234)
+    times: dict[str, list[float]] = {"direct_s": [], "gateway_s": []}
+    async with aiohttp.ClientSession() as s:
+        for i in range(n):
+            for key, url in (("direct_s", reps.urls[i % len(reps.urls)]), ("gateway_s", gateway_url)):
+                body = {"model": reps.model, "prompt": [rng.randrange(300, 8000) for _ in range(prompt_len)],
+                        "max_tokens": 1}
+                t0 = time.perf_counter()
+                async with s.post(url + "/v1/completions", json=body) as r:
+                    r.raise_for_status()
+                    await r.read()
+                times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def virtual_ladder(args: argparse.Namespace, profile_name: str, blocks: int
+                   ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     cluster = {"replicas": args.replicas, "profile": profile_name, "policy": args.policy, "model": "tiny",
-               "block_size": BLOCK_SIZE, "num_gpu_blocks": blocks, "scrape_interval_s": 0.1,
+               "block_size": BLOCK_SIZE, "num_gpu_blocks": blocks, "scrape_interval_s": SCRAPE_INTERVAL_S,
                "max_num_batched_tokens": args.max_num_batched_tokens}
-    return figures(run_virtual(scenario(args, {"cluster": cluster})))
+    res = run_virtual(scenario(args, {"cluster": cluster}))
+    return figures(res), dict(res.extra["routed"])
 
 
 def plot(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]], path: Path) -> None:
@@ -146,6 +300,7 @@ def plot(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]], path
                         label=f"vLLM {k.split('_')[1] if '_p' in k else ''} run {i + 1}")
             ax.plot(rates, [x[k] for x in virt], "s--", color="k" if "90" not in k else "grey",
                     label=f"sim {k.split('_')[1] if '_p' in k else ''}")
+        ax.set_xscale("log", base=2)
         ax.set_xlabel("offered rate (req/s)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -159,49 +314,87 @@ def plot(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]], path
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lanterna-fidelity-") as tmp, \
-            rq.vllm_replicas(args.replicas, args.kv_bytes, Path(tmp)) as reps:
+            rq.vllm_replicas(args.replicas, args.kv_bytes, Path(tmp), pin=args.pin) as reps:
         t = time.perf_counter()
-        # every replica at once, as the ladder loads them all: on a shared CPU they slow each other down
-        per_rep = await asyncio.gather(*(measure(u, reps.model, repeats=args.calib_repeats, seed=i)
-                                         for i, u in enumerate(reps.urls)))
-        samples = [smp for rep in per_rep for smp in rep]
-        fit = fit_steps(samples)
-        save_fit(fit, samples, HERE / "cpu-profile.json")
-        rq.say(f"fit: {fit} ({time.perf_counter() - t:.0f}s)")
-        real_runs = []
+        samples = await probe_engines(args, reps)
+        host = await measure_host(args, reps, Path(tmp))
+        fit = fit_steps(samples, host["probe"])
+        save_fit(fit, samples, args.out / "cpu-profile.json")
+        rq.say(f"fit: {fit}; host in the ladder: {host['ladder']} ({time.perf_counter() - t:.0f}s)")
+        real_runs, ladder_cpu = [], []
         for i in range(args.repeat):
             t = time.perf_counter()
-            real_runs.append(await real_ladder(args, reps, Path(tmp)))
+            run, used = await real_ladder(args, reps, Path(tmp))
+            real_runs.append(run)
+            ladder_cpu.append(used)
             rq.say(f"real ladder {i + 1}/{args.repeat}: {time.perf_counter() - t:.0f}s")
-    profile = tiny_cpu_profile(fit)
+    profile = tiny_cpu_profile(fit, host=host["ladder"])
     register_profile(profile)
     blocks = args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token)
-    virt = virtual_ladder(args, profile.name, blocks)
+    virt, routed = virtual_ladder(args, profile.name, blocks)
     comps = [compare(r, virt) for r in real_runs]
-    plot(real_runs, virt, HERE / "fidelity.png")
-    return {"config": {k: v for k, v in vars(args).items()}, "fit": fit.__repr__(), "real": real_runs,
-            "sim": virt, "comparisons": comps}
+    plot(real_runs, virt, args.out / "fidelity.png")
+    machine = (f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end, replicas "
+               + ("pinned to a core each (taskset), gateway and load generator floating" if args.pin else "floating"))
+    return {"config": {k: v for k, v in vars(args).items()}, "machine": machine, "ladder_cpu_s": ladder_cpu, "sim_routed": routed,
+            "fit": asdict(fit),
+            "samples": [{**asdict(smp), "fit_s": fit.predict(smp)} for smp in samples],
+            "host": {**host, "probe": asdict(host["probe"]), "ladder": asdict(host["ladder"])},
+            "real": real_runs, "sim": virt, "comparisons": comps}
 
 
 def write_md(res: dict[str, Any], path: Path) -> None:
+    fit, host = res["fit"], res["host"]
+    lad = host["ladder"]
     lines = ["# Simulator fidelity vs real vLLM (CPU, tiny model)", "",
-             f"Config: `{json.dumps(res['config'], default=str)}`", "", f"Fitted profile: `{res['fit']}`", ""]
+             f"Config: `{json.dumps(res['config'], default=str)}`", "",
+             f"Machine: {res.get('machine', '-')}", "",
+             "## Fitted profile", "",
+             "| term | value |", "|---|---|",
+             f"| engine step | {fit['step_s'] * 1e3:.2f} ms |",
+             f"| per prefill chunk | {fit['prefill_chunk_s'] * 1e3:.2f} ms |",
+             f"| per prefill token | {fit['prefill_token_s'] * 1e6:.1f} us |",
+             f"| per prefill attention pair | {fit['prefill_pair_s'] * 1e9:.1f} ns |",
+             f"| per decoding sequence | {fit['decode_seq_s'] * 1e6:.1f} us |",
+             f"| per decode KV token attended | {fit['decode_ctx_s'] * 1e9:.1f} ns |",
+             f"| host: per request (API server + gateway + client) | {lad['request_s'] * 1e3:.2f} ms |",
+             f"| host: per output token (API server + gateway + client) | {lad['token_s'] * 1e6:.0f} us |",
+             f"| host: per scrape (API server /metrics + gateway) | {lad['scrape_s'] * 1e3:.2f} ms |",
+             f"| host: gateway hop latency per request (not CPU) | {lad['latency_s'] * 1e3:.2f} ms |",
+             f"| fit rms error over the probes | {fit['rms_rel_error']:.1%} |", "",
+             "Host costs by process (per request / per output token): " + ", ".join(
+                 f"{k} {v['request_s'] * 1e3:.2f} ms / {v['token_s'] * 1e6:.0f} us" for k, v in host["costs"].items())
+             + "; idle CPU with the gateway scraping: " + ", ".join(
+                 f"{k} {v:.3f} cores" for k, v in host["idle_cpu_per_s"].items()), "",
+             "Probes (measured / fit, ms): " + ", ".join(
+                 (f"prefill {x['prefill_tokens']}" if x["prefill_tokens"] else
+                  f"decode {x['decode_seqs']}x{x['context_tokens'] // max(1, x['decode_seqs'])}")
+                 + f" {x['seconds'] * 1e3:.1f}/{x['fit_s'] * 1e3:.1f}" for x in res["samples"]), ""]
     for i, c in enumerate(res["comparisons"]):
-        lines += [f"## real run {i + 1}", "", "| rate | metric | real | sim | error | within |", "|---|---|---|---|---|---|"]
-        for row in c["levels"]:
+        lines += [f"## real run {i + 1}", "",
+                  "| rate | metric | real | sim | error | within 15% |", "|---|---|---|---|---|---|"]
+        for row, real in zip(c["levels"], res["real"][i], strict=True):
             for k in METRICS:
                 m = row[k]
                 err = "-" if m["rel_err"] is None else f"{m['rel_err']:+.1%}"
-                lines.append(f"| {row['rate']:g} | {k} | {_f(m['real'])} | {_f(m['sim'])} | {err} | "
-                             f"{'yes' if m['ok'] else 'no'} |")
+                ok = ("yes" if m["ok"] else "no") if k in CHECKED else f"({'yes' if m['ok'] else 'no'})"
+                lines.append(f"| {row['rate']:g} | {k} | {_f(m['real'])} | {_f(m['sim'])} | {err} | {ok} |")
             h = row["hit_rate"]
             err = "-" if h["abs_err"] is None else f"{h['abs_err']:+.3f}"
-            lines.append(f"| {row['rate']:g} | prefix hit ratio | {_f(h['real'])} | {_f(h['sim'])} | {err} | "
+            lines.append(f"| {row['rate']:g} | prefix hit ratio (0.03) | {_f(h['real'])} | {_f(h['sim'])} | {err} | "
                          f"{'yes' if h['ok'] else 'no'} |")
+            lines.append(f"| {row['rate']:g} | output tok/s | {real['output_tokens_per_s']:.0f} | "
+                         f"{res['sim'][c['levels'].index(row)]['output_tokens_per_s']:.0f} | | |")
+            z = real.get("itl_zero_share")
+            lines.append(f"| {row['rate']:g} | zero ITL gaps (coalesced tokens) | {_f(z)} | 0 | | |")
         k = c["knee"]
-        lines += ["", f"Saturation (peak output tok/s over the ladder): real {k['real_peak_output_tok_s']:.1f}, "
-                      f"sim {k['sim_peak_output_tok_s']:.1f}, error {k['rel_err']:+.1%}; knee (first rate with "
-                      f"TTFT p50 > 3x the lowest stage's): real {k['real_knee_rate']}, sim {k['sim_knee_rate']}", ""]
+        kr = "-" if k["knee_rate_rel_err"] is None else f"{k['knee_rate_rel_err']:+.1%}"
+        lines += ["", f"Saturation: peak output tok/s over the ladder real {k['real_peak_output_tok_s']:.0f}, "
+                      f"sim {k['sim_peak_output_tok_s']:.0f}, error {k['rel_err']:+.1%} "
+                      f"({'within' if k['peak_ok'] else 'outside'} 15%); knee (offered rate where TTFT p50 crosses "
+                      f"3x the lowest stage's, interpolated): real {_f(k['real_knee_rate'])}, "
+                      f"sim {_f(k['sim_knee_rate'])} req/s, error {kr} ({'within' if k['rate_ok'] else 'outside'} 15%)",
+                  ""]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -212,11 +405,14 @@ def _f(v: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0])
-    a("--requests", type=int, default=40, help="requests per ladder stage")
+    a("--rates", type=lambda s: [float(x) for x in s.split(",")],
+      default=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 48.0, 64.0, 96.0, 128.0])
+    a("--requests", type=int, default=100, help="requests per ladder stage")
+    a("--warmup", type=int, default=32, help="warm-up requests (8 req/s, not reported) before the ladder")
     a("--replicas", type=int, default=2)
     a("--repeat", type=int, default=2, help="real ladder runs (noise estimate)")
-    a("--calib-repeats", type=int, default=3)
+    a("--calib-repeats", type=int, default=5)
+    a("--calib-rounds", type=int, default=3, help="probe rounds; each sample keeps the median round")
     a("--groups", type=int, default=8)
     a("--system-len", type=int, default=256)
     a("--question-len", type=int, default=64)
@@ -225,6 +421,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--max-num-batched-tokens", type=int, default=2048, help="what vLLM on CPU uses by default")
     a("--policy", default="llm-d-default")
     a("--seed", type=int, default=0)
+    a("--no-pin", dest="pin", action="store_false", help="let the replicas float over all cores")
+    a("--idle-s", type=float, default=3.0, help="idle window that prices the gateway's scraping")
+    a("--idle-busy", type=float, default=0.2, help="busy share of the cores below which the machine counts as quiet")
+    a("--wait-idle-s", type=float, default=600.0, help="longest wait for a quiet machine before each phase")
     a("--out", type=Path, default=HERE)
     return p.parse_args(argv)
 

@@ -1,12 +1,13 @@
-"""The planner against real vLLM (tiny model, CPU): KV capacity exactly, step-time fit and served load loosely.
+"""The planner against real vLLM (tiny model, CPU): KV capacity exactly, prefix hits to 0.03, timing within 2x.
 
-The full comparison (2 replicas behind the gateway, a Poisson ladder, 15% tolerances) is
-``benchmarks/fidelity/run_fidelity.py``; this is its small CI version. On a shared 2-core machine real timings
-swing by 5x within a minute, so timing checks allow a factor of 10 between simulator and vLLM (calibrated in the
-same minute), and decode speed is compared as TPOT (each request's mean gap), since a CPU-starved API server
-flushes several tokens per write and single inter-token gaps become ~0. That still fails on a gross modelling
-error (a unit slip, a step model off by an order of magnitude), not on a 15% one. Prefix hits do not depend on
-speed: they are held to 0.05; KV capacity is exact.
+The full comparison (2 pinned replicas behind the gateway, a Poisson ladder, 15% tolerances) is
+``benchmarks/fidelity/run_fidelity.py``; this is its small CI version, one replica, no gateway: engine probes,
+the API server's and this client's CPU per request and per token (``/proc``; the simulator's host stage), then
+a light Poisson stage on both vLLM and the virtual cluster with that profile. Light load keeps it about the
+model rather than the machine: on a quiet 2-core VM its errors are 5-30% (TTFT p50, ITL p50, TPOT p50); the
+bound is 2x because a CI machine's load can change between calibration and run (a factor that a unit slip, a
+missing host stage or a step model off by a term's order of magnitude still exceeds). Prefix hits do not
+depend on speed: 0.03, as the brief; KV capacity is exact.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from lanterna.bench.config import parse_config
 from lanterna.bench.runner import HttpRunner
 from lanterna.bench.workloads import WorkItem
-from lanterna.cli.plan_calibrate import measure
+from lanterna.cli.plan_calibrate import measure, measure_host
 from lanterna.cluster.virtual import run_virtual
 from lanterna.planner.arch import load_arch
 from lanterna.planner.calibrate import fit_steps, tiny_cpu_profile
@@ -31,7 +32,8 @@ from tests.integration.vllm_server import BLOCK_SIZE, SERVED_NAME, ServerHandle,
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
-FACTOR = 10.0  # the tiny model's step time was seen to swing 5x within a minute here
+FACTOR = 2.0
+SYSTEM_LEN, QUESTION_LEN = 192, 40
 
 
 class _Tokens:
@@ -45,9 +47,9 @@ class _Tokens:
 def _scenario(target: dict[str, Any]) -> Any:
     return parse_config({
         "name": "fidelity-ci", "seed": 7,
-        "workload": {"type": "shared-prefix", "num_groups": 3, "prompts_per_group": 4, "system_len": 192,
-                     "question_len": 40, "output_len": 12},
-        "load": {"type": "poisson", "stages": [{"rate": 0.5, "num_requests": 12}]}, **target})
+        "workload": {"type": "shared-prefix", "num_groups": 3, "prompts_per_group": 4, "system_len": SYSTEM_LEN,
+                     "question_len": QUESTION_LEN, "output_len": 16},
+        "load": {"type": "poisson", "stages": [{"rate": 2.0, "num_requests": 24}]}, **target})
 
 
 def test_kv_capacity_matches_vllm(vllm_tiny: ServerHandle, tiny_model_dir: Path) -> None:
@@ -59,14 +61,18 @@ def test_kv_capacity_matches_vllm(vllm_tiny: ServerHandle, tiny_model_dir: Path)
 
 
 def test_fitted_simulator_tracks_vllm(vllm_tiny: ServerHandle) -> None:
-    samples = asyncio.run(measure(vllm_tiny.base_url, SERVED_NAME, repeats=2, out_len=20,
-                                  prefill_lengths=(32, 256, 1024), decode_seqs=(1, 4, 8)))
-    fit = fit_steps(samples)
-    # prefill costs time (per chunk or per token: on a loaded CPU the robust fit may put it all in one term)
-    assert fit.prefill_token_s >= 0 and fit.prefill_chunk_s + 1024 * fit.prefill_token_s > 0
-    assert fit.step_s + fit.decode_seq_s > 0
-    real = asyncio.run(HttpRunner(_scenario({"target": {"url": vllm_tiny.base_url, "model": SERVED_NAME,
-                                                        "api": "completions"}}),
+    url = vllm_tiny.base_url
+    # 3 repeats: each sample a median, so one stalled probe (a busy CI machine) does not set a term
+    samples = asyncio.run(measure(url, SERVED_NAME, repeats=3, out_len=20, prefill_lengths=(32, 128, 512, 1024),
+                                  decode_seqs=(1, 4, 8), decode_prompts=(16, 512)))
+    host = asyncio.run(measure_host(url, SERVED_NAME, {"api": (vllm_tiny.process.pid, False)},
+                                    prompt_len=SYSTEM_LEN + QUESTION_LEN, idle_s=1.0, short=(40, 4), long=(4, 4, 128)))
+    on_core = host.costs["api"] + host.costs["client"]  # no gateway here: the probes and the run carry the same
+    fit = fit_steps(samples, on_core)
+    assert on_core.request_s > 0 and on_core.token_s > 0  # the API server does work per request and per token
+    print(fit, samples, host.costs, sep="\n")  # shown on failure: the probes and the fit
+    assert http(url, "/reset_prefix_cache", b"").status == 200  # cold cache, as the simulator starts
+    real = asyncio.run(HttpRunner(_scenario({"target": {"url": url, "model": SERVED_NAME, "api": "completions"}}),
                                   progress=False, renderer=_Tokens()).run()).stages[0].summary  # type: ignore[arg-type]
     profile = tiny_cpu_profile(fit, name="tiny-cpu-fit-ci")
     register_profile(profile)
@@ -75,8 +81,9 @@ def test_fitted_simulator_tracks_vllm(vllm_tiny: ServerHandle) -> None:
     sim = run_virtual(_scenario({"cluster": cluster})).stages[0].summary
     assert real.num_failed == sim.num_failed == 0
     assert real.prefix_cache_hit_rate is not None and sim.prefix_cache_hit_rate is not None
-    assert abs(real.prefix_cache_hit_rate - sim.prefix_cache_hit_rate) <= 0.05
-    for name in ("ttft", "tpot"):
+    assert abs(real.prefix_cache_hit_rate - sim.prefix_cache_hit_rate) <= 0.03
+    for name in ("ttft", "itl", "tpot"):
         r, s = getattr(real.latency, name), getattr(sim.latency, name)
         assert r is not None and s is not None
+        print(f"{name} p50: vLLM {r.p50 * 1e3:.2f} ms, simulator {s.p50 * 1e3:.2f} ms ({s.p50 / r.p50 - 1:+.0%})")
         assert 1 / FACTOR <= s.p50 / r.p50 <= FACTOR, (name, r.p50, s.p50, fit)

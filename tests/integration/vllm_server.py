@@ -145,8 +145,12 @@ def _kv_events_config(kv_events_port: int | None, topic: str | None) -> tuple[li
 def start_vllm(model_dir: Path, *, port: int, kv_events_port: int | None = None, topic: str | None = None,
                kv_cache_bytes: int = 16 << 20, max_model_len: int = MAX_MODEL_LEN,
                lora_modules: dict[str, Path] | None = None, extra_args: Sequence[str] = (),
-               log_dir: Path | None = None, timeout_s: float = VLLM_START_TIMEOUT_S) -> Iterator[ServerHandle]:
-    """Run real vLLM's OpenAI server on the tiny model (CPU flags from shared VLLM_CPU.md) until exit."""
+               log_dir: Path | None = None, timeout_s: float = VLLM_START_TIMEOUT_S,
+               cpus: str | None = None) -> Iterator[ServerHandle]:
+    """Run real vLLM's OpenAI server on the tiny model (CPU flags from shared VLLM_CPU.md) until exit.
+
+    ``cpus`` (a ``taskset -c`` list, e.g. ``"1"``) pins the API server and its engine-core child (affinity is
+    inherited) to those cores: the fidelity benchmark gives each replica a core of its own."""
     py = vllm_python()
     if py is None:
         raise RuntimeError("vLLM is not installed (set LANTERNA_VLLM_PYTHON or run scripts/setup_vllm_cpu.sh)")
@@ -161,6 +165,8 @@ def start_vllm(model_dir: Path, *, port: int, kv_events_port: int | None = None,
         cmd += ["--enable-lora", "--max-loras", "1", "--max-lora-rank", "8", "--lora-modules",
                 *(f"{n}={p}" for n, p in lora_modules.items())]
     cmd += list(extra_args)
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "VLLM_SERVER_DEV_MODE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
            "PYTHONHASHSEED": "0"}

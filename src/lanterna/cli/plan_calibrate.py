@@ -2,9 +2,12 @@
 
     lanterna plan cpu-calibrate --url http://127.0.0.1:8100 --model tiny --out cpu-profile.json
 
-Lone prompts of several lengths (``max_tokens=1``) give prefill latencies; 1..N concurrent streams give decode
-step times (each stream's mean time per token, median over streams). Prompts are random token ids, new each time, so the prefix cache never
-hits. The fit (``planner.calibrate``) is written as JSON; ``load_fit`` reads it back for the simulator.
+Lone prompts of several lengths (``max_tokens=1``) give prefill latencies; 1..N concurrent streams with short and
+long prompts give decode step times (each stream's mean time per token while all are decoding, median over
+streams). Prompts are random token ids, new each time, so the prefix cache never hits. The fit
+(``planner.calibrate``) is written as JSON; ``load_fit`` reads it back for the simulator. Host costs (API server,
+gateway and client CPU per request and token on the replica's cores) need the processes' CPU time, so only
+``benchmarks/fidelity/run_fidelity.py``, which starts them, measures them; here they stay zero.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from lanterna.planner.calibrate import StepFit, StepSample, fit_steps
+from lanterna.bench.workloads import WorkItem
+from lanterna.planner.calibrate import CpuPhase, HostCost, StepFit, StepSample, fit_steps, host_costs
 
 PREFILL_LENGTHS = (32, 128, 256, 512, 1024)
 DECODE_SEQS = (1, 2, 4, 8, 16)
+DECODE_PROMPTS = (16, 512)
 
 
 def _ids(rng: random.Random, n: int) -> list[int]:
@@ -39,25 +46,40 @@ async def _prefill(s: aiohttp.ClientSession, url: str, model: str, n: int, rng: 
     return time.perf_counter() - t0
 
 
-async def _stream_step(s: aiohttp.ClientSession, url: str, model: str, rng: random.Random, out_len: int,
-                       steps: list[float]) -> None:
-    """Mean time per token of one stream after its first few: a loaded API server flushes several tokens in
-    one write, so single gaps are bimodal (0 or several steps) while their mean stays one step."""
-    body = {"model": model, "prompt": _ids(rng, 16), "max_tokens": out_len, "ignore_eos": True, "stream": True}
+async def _stream(s: aiohttp.ClientSession, url: str, model: str, rng: random.Random, prompt_len: int,
+                  out_len: int) -> list[float]:
+    """Arrival times of one stream's chunks."""
+    body = {"model": model, "prompt": _ids(rng, prompt_len), "max_tokens": out_len, "ignore_eos": True,
+            "stream": True}
     times: list[float] = []
     async with s.post(url + "/v1/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.content:
             if line.startswith(b"data: {"):
                 times.append(time.perf_counter())
-    skip = min(4, len(times) // 4)  # the ramp while the other streams are still starting
-    if len(times) - skip >= 2:
-        steps.append((times[-1] - times[skip]) / (len(times) - 1 - skip))
+    return times
+
+
+def _steady_step(streams: list[list[float]]) -> float | None:
+    """Median over streams of the mean gap inside the window where every stream is decoding (after the last
+    one's first token, before the first one's last): no prefill of a sibling in it. A mean, not single gaps:
+    a loaded API server may flush several tokens in one write, making single gaps bimodal."""
+    lo = max(t[0] for t in streams)
+    hi = min(t[-1] for t in streams)
+    gaps = []
+    for t in streams:
+        inside = [x for x in t if lo <= x <= hi]
+        if len(inside) >= 3:
+            gaps.append((inside[-1] - inside[0]) / (len(inside) - 1))
+    return statistics.median(gaps) if gaps else None
 
 
 async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, seed: int = 0,
                   prefill_lengths: tuple[int, ...] = PREFILL_LENGTHS,
-                  decode_seqs: tuple[int, ...] = DECODE_SEQS) -> list[StepSample]:
+                  decode_seqs: tuple[int, ...] = DECODE_SEQS,
+                  decode_prompts: tuple[int, ...] = DECODE_PROMPTS) -> list[StepSample]:
+    """Lone prefills of each length, then ``n`` concurrent streams for each batch size and prompt length (a long
+    prompt prices the attention over context); each sample the median of ``repeats``."""
     rng = random.Random(seed)
     samples: list[StepSample] = []
     timeout = aiohttp.ClientTimeout(total=300)
@@ -66,14 +88,99 @@ async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, see
         for n in prefill_lengths:
             times = [await _prefill(s, url, model, n, rng) for _ in range(repeats)]
             samples.append(StepSample(statistics.median(times), prefill_tokens=n))
-        for n in decode_seqs:
-            med = []
-            for _ in range(repeats):
-                steps: list[float] = []
-                await asyncio.gather(*(_stream_step(s, url, model, rng, out_len, steps) for _ in range(n)))
-                med.append(statistics.median(steps) if steps else 0.0)  # each stream gets one token per step
-            samples.append(StepSample(statistics.median(med), decode_seqs=n))
+        for p in decode_prompts:
+            length = out_len if p <= 64 else 2 * out_len  # long prompts: a longer ramp, so a longer stream
+            for n in decode_seqs:
+                med = []
+                for _ in range(repeats):
+                    streams = await asyncio.gather(*(_stream(s, url, model, rng, p, length) for _ in range(n)))
+                    step = _steady_step(list(streams))
+                    if step is not None:
+                        med.append(step)
+                if med:
+                    samples.append(StepSample(statistics.median(med), decode_seqs=n,
+                                              context_tokens=n * (p + length // 2)))
     return samples
+
+
+_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int, tree: bool = False) -> float:
+    """CPU seconds (user + system) of ``pid`` from ``/proc``, with its live descendants when ``tree`` (vLLM: the
+    API server's engine core and worker are its children)."""
+    kids: dict[int, list[int]] = {}
+    if tree:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                kids.setdefault(ppid, []).append(int(d))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / _TCK
+        todo += kids.get(p, [])
+    return total
+
+
+class _Tokens:
+    def prompt(self, item: WorkItem) -> list[int]:
+        return item.token_ids()
+
+    def messages(self, item: WorkItem) -> list[dict[str, Any]]:  # pragma: no cover - completions only
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class HostMeasurement:
+    """Per-component host costs (CPU per request / per output token) and idle CPU rates (cores)."""
+
+    costs: dict[str, HostCost]
+    idle_cpu_per_s: dict[str, float]
+    phases: dict[str, dict[str, CpuPhase]]
+
+
+async def measure_host(url: str, model: str, pids: dict[str, tuple[int, bool]], *, prompt_len: int,
+                       idle_s: float = 3.0, seed: int = 0, short: tuple[int, int] = (120, 4),
+                       long: tuple[int, int, int] = (16, 8, 256)) -> HostMeasurement:
+    """CPU per request and per output token of each process in ``pids`` (name -> (pid, with children)) while
+    the bench client sends to ``url``: an idle window (background, e.g. a scraped API server rendering
+    /metrics), then ``short`` = (requests, concurrency) one-token requests and ``long`` = (requests, concurrency,
+    output tokens) streams, random ``prompt_len``-token prompts. The client is this process (``client``)."""
+    from lanterna.bench.config import parse_config
+    from lanterna.bench.runner import HttpRunner
+
+    comps = {**pids, "client": (os.getpid(), False)}
+
+    def snap() -> dict[str, float]:
+        return {k: process_cpu_s(p, t) for k, (p, t) in comps.items()} | {"t": time.perf_counter()}
+
+    a = snap()
+    await asyncio.sleep(idle_s)
+    b = snap()
+    idle = {k: (b[k] - a[k]) / (b["t"] - a["t"]) for k in comps}
+    phases: dict[str, dict[str, CpuPhase]] = {}
+    for name, out_len, n, conc in (("short", 1, *short), ("long", long[2], long[0], long[1])):
+        cfg = parse_config({"name": f"host-{name}", "seed": seed,
+                            "workload": {"type": "random", "input_len": prompt_len, "output_len": out_len},
+                            "load": {"type": "concurrency", "stages": [{"concurrency": conc, "num_requests": n}]},
+                            "target": {"url": url, "model": model, "api": "completions"}})
+        a = snap()
+        res = await HttpRunner(cfg, progress=False, renderer=_Tokens()).run()  # type: ignore[arg-type]
+        b = snap()
+        recs = [r for st in res.stages for r in st.records if r.ok]
+        tokens = sum(r.output_tokens for r in recs)
+        phases[name] = {k: CpuPhase(b[k] - a[k], b["t"] - a["t"], len(recs), tokens,
+                                    idle[k] if k != "client" else 0.0) for k in comps}
+    costs = {k: host_costs(phases["short"][k], phases["long"][k]) for k in comps}
+    return HostMeasurement(costs, idle, phases)
 
 
 def save_fit(fit: StepFit, samples: list[StepSample], path: Path) -> None:
@@ -82,7 +189,9 @@ def save_fit(fit: StepFit, samples: list[StepSample], path: Path) -> None:
 
 
 def load_fit(path: Path) -> StepFit:
-    return StepFit(**json.loads(path.read_text())["fit"])
+    raw = dict(json.loads(path.read_text())["fit"])
+    raw["host"] = HostCost(**raw.get("host", {}))
+    return StepFit(**raw)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -90,9 +199,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     fit = fit_steps(samples)
     save_fit(fit, samples, args.out)
     for smp in samples:
-        what = f"prefill {smp.prefill_tokens:>5} tokens" if smp.prefill_tokens else f"decode {smp.decode_seqs:>3} seqs"
+        what = (f"prefill {smp.prefill_tokens:>5} tokens" if smp.prefill_tokens
+                else f"decode {smp.decode_seqs:>3} seqs, {smp.context_tokens:>5} KV tokens")
         print(f"  {what}: measured {smp.seconds * 1e3:7.2f} ms, fit {fit.predict(smp) * 1e3:7.2f} ms")
     print(f"step {fit.step_s * 1e3:.2f} ms + {fit.prefill_chunk_s * 1e3:.2f} ms/prefill chunk + "
-          f"{fit.prefill_token_s * 1e6:.1f} us/prefill token + {fit.decode_seq_s * 1e3:.3f} ms/decode seq "
+          f"{fit.prefill_token_s * 1e6:.1f} us/prefill token + {fit.prefill_pair_s * 1e9:.1f} ns/attention pair + "
+          f"{fit.decode_seq_s * 1e3:.3f} ms/decode seq + {fit.decode_ctx_s * 1e9:.1f} ns/decode KV token "
           f"(rms error {fit.rms_rel_error:.1%}); written to {args.out}")
     return 0

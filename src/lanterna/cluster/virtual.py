@@ -68,10 +68,11 @@ from lanterna.kvindex.index import KVIndex
 from lanterna.routing.accounting import LoadTicket
 from lanterna.scheduler import SchedRequest, Scheduler, SchedulerServices, SchedulingResult
 from lanterna.scheduler.predict import record_latency
+from lanterna.sim.profiles import PROFILES, get_profile
 from lanterna.sim.tiers import KVTier
 from lanterna.sim.types import EngineRequest, StepOutput
 
-_STEP, _ARRIVE, _SCRAPE, _EXPIRE, _READY, _TICK = 0, 1, 2, 3, 4, 5
+_STEP, _ARRIVE, _SCRAPE, _EXPIRE, _READY, _TICK, _ADMIT = 0, 1, 2, 3, 4, 5, 6
 MIN_STEP_S = 1e-4  # an engine that reports a zero-length step still moves time forward
 REJECT_S = 1e-3  # a rejected closed-loop client sends its next request after one gateway round trip
 _QUEUED, _GRANTED = EntryState.QUEUED, EntryState.GRANTED
@@ -129,6 +130,13 @@ class VirtualCluster:
         self.all_endpoints: list[Endpoint] = []
         self.engines: list[EngineLike] = []
         self._busy: list[bool] = []
+        # host work a scrape costs a busy replica (its API server renders /metrics on the engine's core): owed
+        # by the replica's next step (the profile's ``host_scrape_s``; 0 on GPU servers)
+        prof = get_profile(self.c.profile) if self.c.profile in PROFILES else None
+        self._scrape_s = prof.host_scrape_s if prof is not None else 0.0
+        # transit between the routing decision and the engine (the gateway's hops; the profile's host_latency_s)
+        self._hop_s = prof.host_latency_s if prof is not None else 0.0
+        self._host_debt: list[float] = []
         self._index_of: dict[str, int] = {}
         self.endpoints: list[Endpoint] = []
         self._scraped: list[int] = []
@@ -199,6 +207,7 @@ class VirtualCluster:
         storage = (self.storage,) if self.storage is not None else ()
         self.engines.append(self._engine_factory(self.c, self.cfg.seed * 1000 + i, *storage))
         self._busy.append(False)
+        self._host_debt.append(0.0)
         self._index_of[ep.id] = i
         return i
 
@@ -254,6 +263,8 @@ class VirtualCluster:
                     heapq.heappush(heap, (t + self.c.scrape_interval_s, next(self._seq), _SCRAPE, None, None))
                 else:
                     self._scrape_armed = False
+            elif kind == _ADMIT:
+                self._admit(a, b, t)
             elif kind == _TICK:
                 scaler.tick(t)
                 if len(heap) > self._stale_expiries + self._scrape_armed:
@@ -273,6 +284,8 @@ class VirtualCluster:
             if self.adapters is not None:
                 scrape_lora(m, s)
             m.scraped_at = t
+            if self._scrape_s and self._busy[i]:
+                self._host_debt[i] += self._scrape_s
         flow = self.flow
         if flow is not None:
             # the gateway recomputes its cached flag on each scrape and pokes the queue when it clears
@@ -365,8 +378,11 @@ class VirtualCluster:
         if got is None:
             return False
         i, fl, tokens = got
-        self._admit(i, EngineRequest(rec.request_id, tokens, item.output_len, arrival_time=t,
-                                     lora_name=fl.req.lora), t)
+        req = EngineRequest(rec.request_id, tokens, item.output_len, arrival_time=t, lora_name=fl.req.lora)
+        if self._hop_s:
+            self._push(t + self._hop_s, _ADMIT, i, req)
+        else:
+            self._admit(i, req, t)
         return True
 
     def _schedule(self, rec: RequestRecord, item: WorkItem, entry: FlowEntry | None, t: float
@@ -415,7 +431,10 @@ class VirtualCluster:
     def _start_step(self, i: int, t: float) -> None:
         out = self.engines[i].step(t)
         self._busy[i] = True
-        self._push(t + max(out.duration_s, MIN_STEP_S), _STEP, i, out)
+        debt = self._host_debt[i]
+        if debt:
+            self._host_debt[i] = 0.0
+        self._push(t + max(out.duration_s + debt, MIN_STEP_S), _STEP, i, out)
 
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
         if out.kv_events:

@@ -59,6 +59,16 @@ class ModelProfile:
     allreduce_latency_s: float = 8e-6
     activation_reserve_bytes: float = 2.5e9
     load_bandwidth_bps: float = 25e9  # unused by the engine (it charges tier loads itself)
+    # Host CPU work outside the engine that runs on the replica's own cores and so lengthens its steps: the
+    # API server's per-request (HTTP, input processing, response) and per-output-token (detokenise, SSE frame)
+    # work, a co-located gateway/client's share, and one /metrics render per scrape. Zero on a GPU server,
+    # where the API server has cores of its own; measured for the CPU testbed (``planner.calibrate``).
+    # ``host_latency_s``: transit a request spends outside any queue (the gateway's loopback hops) before the
+    # engine sees it (the virtual cluster delays admission by it).
+    host_request_s: float = 0.0
+    host_token_s: float = 0.0
+    host_scrape_s: float = 0.0
+    host_latency_s: float = 0.0
 
     # ---- shape-derived quantities -------------------------------------------------------------
     @property

@@ -65,7 +65,8 @@ class PhysicsTimer:
 
     overhead + linear layers (max of weight-read floor and per-token GEMM cost) + lm_head (rows
     producing a token) + prefill attention (chunk x context) + decode attention (KV bytes / bandwidth)
-    + TP all-reduce + tier loads. Each term is a method so tests can check it against calibration.
+    + TP all-reduce + tier loads + the host stage (API-server work per token and per new request, when the
+    profile says it shares the engine's cores). Each term is a method so tests can check it against calibration.
     """
 
     profile: ModelProfile
@@ -89,6 +90,11 @@ class PhysicsTimer:
         t = p.overhead_s + p.linear_s(num_tokens) + p.lm_head_s(num_sampled) + attn
         t += p.allreduce_s(num_tokens)
         t += batch.num_loaded_bytes / p.load_bandwidth_bps
+        if p.host_token_s or p.host_request_s:
+            # the host stage: the API server turns this step's tokens into SSE frames (and answers the requests
+            # whose first token this is) on the same core before the engine's next step gets it back
+            first = len(batch.prefill_chunks) if sampled is None else sampled
+            t += p.host_token_s * num_sampled + p.host_request_s * first
         return t
 
 

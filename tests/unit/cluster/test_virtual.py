@@ -123,3 +123,47 @@ def test_same_numbers_across_processes_and_hash_seeds(tmp_path: Any) -> None:
         assert res.returncode == 0, res.stderr
         outs.add(res.stdout.strip())
     assert len(outs) == 1
+
+
+def test_scrapes_cost_busy_replicas_their_host_scrape_time() -> None:
+    """A profile whose API server shares the engine's core pays ``host_scrape_s`` per scrape while busy: the
+    same load finishes later, by about that share of the busy time."""
+    import dataclasses
+
+    from lanterna.sim.profiles import get_profile, register_profile
+
+    base = get_profile("tiny-cpu")
+    register_profile(dataclasses.replace(base, name="tiny-cpu-scraped", host_scrape_s=0.01))
+
+    def run(profile: str) -> Any:
+        return run_virtual(parse_config({
+            "seed": 3, "workload": {"type": "random", "input_len": 64, "output_len": 64},
+            "load": {"type": "concurrency", "stages": [{"concurrency": 4, "num_requests": 16}]},
+            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512,
+                        "scrape_interval_s": 0.1}}))
+
+    plain, scraped = run("tiny-cpu"), run("tiny-cpu-scraped")
+    t0, t1 = plain.extra["virtual_time_s"], scraped.extra["virtual_time_s"]
+    assert t1 > t0 * 1.05  # 10 ms of every 100 ms goes to /metrics
+    assert t1 < t0 * 1.2
+    assert plain.stages[0].summary.num_completed == scraped.stages[0].summary.num_completed == 16
+
+
+def test_host_latency_delays_admission_by_that_much() -> None:
+    """``host_latency_s`` (the gateway's hops) reaches the engine later: at light load TTFT grows by it, ITL not."""
+    import dataclasses
+
+    from lanterna.sim.profiles import get_profile, register_profile
+
+    register_profile(dataclasses.replace(get_profile("tiny-cpu"), name="tiny-cpu-hop", host_latency_s=0.05))
+
+    def run(profile: str) -> Any:
+        return run_virtual(parse_config({
+            "seed": 3, "workload": {"type": "random", "input_len": 64, "output_len": 8},
+            "load": {"type": "poisson", "stages": [{"rate": 0.5, "num_requests": 10}]},
+            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512}}))
+
+    a, b = run("tiny-cpu").stages[0].summary.latency, run("tiny-cpu-hop").stages[0].summary.latency
+    assert a.ttft is not None and b.ttft is not None and a.itl is not None and b.itl is not None
+    assert b.ttft.p50 - a.ttft.p50 == pytest.approx(0.05, abs=1e-6)
+    assert b.itl.p50 == pytest.approx(a.itl.p50)

@@ -1,4 +1,5 @@
-"""The step-time fit recovers known coefficients, and its profile drives the real engine's timer."""
+"""The step-time fit recovers known coefficients (host work subtracted), host costs come out of CPU phases, and
+the fitted profile drives the real engine's timer, host stage included."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 
 import pytest
 
-from lanterna.planner.calibrate import StepSample, fit_steps, tiny_cpu_profile
+from lanterna.planner.calibrate import CpuPhase, HostCost, StepSample, fit_steps, host_costs, tiny_cpu_profile
 from lanterna.sim.timing import BatchShape, PhysicsTimer
 
 
@@ -56,3 +57,65 @@ def test_fit_shrugs_off_one_stalled_sample() -> None:
     fit = fit_steps(samples)
     assert fit.decode_seq_s == pytest.approx(0.0005, rel=0.05)
     assert fit.step_s == pytest.approx(0.004, rel=0.05)
+
+
+NO_HOST = HostCost()
+
+
+def _curve_samples(host: HostCost = NO_HOST) -> list[StepSample]:
+    """Engine: 5 ms step, 3 ms per chunk, 50 us per prefill token, 60 ns per attention pair, 40 us per decoding
+    sequence, 2 ns per KV token attended; plus ``host``'s share of each probe."""
+    c, chunk, tok, pair, seq, ctx = 0.005, 0.003, 50e-6, 60e-9, 40e-6, 2e-9
+    out = [StepSample(c + chunk + tok * n + pair * n * n / 2 + host.request_s + host.token_s, prefill_tokens=n)
+           for n in (32, 128, 256, 512, 1024)]
+    for p in (16, 512):
+        out += [StepSample(c + seq * n + ctx * n * (p + 24) + host.token_s * n, decode_seqs=n,
+                           context_tokens=n * (p + 24)) for n in (1, 2, 4, 8, 16)]
+    return out
+
+
+def test_fit_separates_attention_pairs_and_decode_context() -> None:
+    fit = fit_steps(_curve_samples())
+    assert fit.prefill_pair_s == pytest.approx(60e-9, rel=1e-3)
+    assert fit.prefill_token_s == pytest.approx(50e-6, rel=1e-3)
+    assert fit.step_s == pytest.approx(0.005, rel=1e-3)
+    assert fit.prefill_chunk_s == pytest.approx(0.003, rel=1e-2)
+    assert fit.decode_seq_s == pytest.approx(40e-6, rel=1e-2)
+    assert fit.decode_ctx_s == pytest.approx(2e-9, rel=1e-2)
+    p = tiny_cpu_profile(fit)
+    # a 64-token chunk over 256 cached tokens: 64 x 256 + 64^2/2 attention pairs
+    assert p.prefill_attn_s(64, 256) == pytest.approx(0.003 + 64 * 50e-6 + (64 * 256 + 64 * 64 / 2) * 60e-9, rel=1e-2)
+
+
+def test_fit_subtracts_the_host_work_the_probes_carried() -> None:
+    host = HostCost(request_s=0.004, token_s=0.0003)
+    fit = fit_steps(_curve_samples(host), host)
+    assert fit.step_s == pytest.approx(0.005, rel=1e-3)
+    assert fit.decode_seq_s == pytest.approx(40e-6, rel=1e-2)  # not 340 us: the API server's share is the host's
+    assert fit.prefill_chunk_s == pytest.approx(0.003, rel=1e-2)
+    assert fit.rms_rel_error < 1e-3  # predict() adds the host share back
+
+
+def test_host_costs_solve_per_request_and_per_token_cpu() -> None:
+    # 2 ms per request, 150 us per token, 0.1 core of background while idle
+    short = CpuPhase(cpu_s=100 * 0.002 + 100 * 150e-6 + 0.1 * 2.0, wall_s=2.0, requests=100, tokens=100,
+                     idle_cpu_per_s=0.1)
+    long = CpuPhase(cpu_s=16 * 0.002 + 4096 * 150e-6 + 0.1 * 5.0, wall_s=5.0, requests=16, tokens=4096,
+                    idle_cpu_per_s=0.1)
+    h = host_costs(short, long)
+    assert h.request_s == pytest.approx(0.002, rel=1e-6)
+    assert h.token_s == pytest.approx(150e-6, rel=1e-6)
+    total = h + HostCost(0.001, 50e-6, 0.008)
+    assert (total.request_s, total.token_s, total.scrape_s) == pytest.approx((0.003, 200e-6, 0.008))
+
+
+def test_host_stage_lengthens_steps_by_tokens_and_new_requests() -> None:
+    fit = fit_steps(_curve_samples())
+    bare = PhysicsTimer(tiny_cpu_profile(fit))
+    hosted = PhysicsTimer(tiny_cpu_profile(fit, host=HostCost(request_s=0.004, token_s=0.0003)))
+    decode = BatchShape(decode_contexts=[100] * 8)
+    assert hosted.step_time(decode) - bare.step_time(decode) == pytest.approx(8 * 0.0003)
+    # two prompts finish this step (two first tokens: two requests answered), one chunk does not
+    mixed = BatchShape(prefill_chunks=[(64, 0), (64, 0), (2048, 0)], decode_contexts=[100] * 4,
+                       num_prefill_sampled=2)
+    assert hosted.step_time(mixed) - bare.step_time(mixed) == pytest.approx(6 * 0.0003 + 2 * 0.004)

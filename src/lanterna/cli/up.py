@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import atexit
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 from lanterna.cli.gateway import (
@@ -93,11 +94,10 @@ def _print_table(cfg: Any, endpoints: list[Any], models: list[str], workers: int
 
 
 async def _main(args: argparse.Namespace, cfg: Any) -> int:
-    from lanterna.cluster.launcher import LaunchError, SimLauncher
     from lanterna.endpoints.types import Endpoint
 
     endpoints: list[Endpoint] = []
-    launcher: SimLauncher | None = None
+    launcher: Any = None
     model: str | None = None
     pd = args.prefill_replicas > 0 or args.decode_replicas > 0
     if args.pd_placement is not None:
@@ -108,19 +108,12 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
     if pd and not cfg.endpoints.static:
         if args.prefill_replicas < 1 or args.decode_replicas < 1:
             raise ConfigError("P/D needs --prefill-replicas >= 1 and --decode-replicas >= 1")
-        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=list(args.sim_arg),
-                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout)
-        atexit.register(launcher.stop_sync)
-        if cfg.kvindex.tokenizer is None:
-            cfg.kvindex.tokenizer = "default"
+        launcher = _launcher(args, cfg, list(args.sim_arg), args.start_timeout)
         model = args.sim_model
         print(f"starting {args.prefill_replicas} prefill + {args.decode_replicas} decode simulated replicas of "
               f"{model} (prefill leg: {cfg.gateway.pd.placement}) ...", file=sys.stderr, flush=True)
-        try:
-            replicas = await launcher.start_pd(args.prefill_replicas, args.decode_replicas,
-                                               sidecars=cfg.gateway.pd.placement == "sidecar")
-        except LaunchError as exc:
-            raise ConfigError(str(exc)) from None
+        replicas = await _started(launcher.start_pd(args.prefill_replicas, args.decode_replicas,
+                                                    sidecars=cfg.gateway.pd.placement == "sidecar"))
         endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
                               labels={ROLE_LABEL: r.role or "both"},
                               kv_events_endpoint=(r.sidecar_for or r).kv_events_endpoint) for r in replicas]
@@ -132,22 +125,14 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
             raise ConfigError("--autoscale runs one gateway process (--workers 1)")
         if not cfg.flowcontrol.enabled:
             raise ConfigError("--autoscale needs flow control (requests wait in its queue at zero replicas)")
-        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1",
-                               sim_args=[*args.sim_arg, "--startup-delay", str(args.cold_start)],
-                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout + args.cold_start)
-        atexit.register(launcher.stop_sync)
-        if cfg.kvindex.tokenizer is None:
-            cfg.kvindex.tokenizer = "default"
         model = args.sim_model
         cfg.flowcontrol.hold_models = [*cfg.flowcontrol.hold_models, model]
+        launcher = _launcher(args, cfg, [*args.sim_arg, "--startup-delay", str(args.cold_start)],
+                             args.start_timeout + args.cold_start)
         print(f"starting {args.min_replicas} simulated replicas of {model} (autoscaling {args.min_replicas}.."
               f"{args.max_replicas}) ...", file=sys.stderr, flush=True)
-        try:
-            started = await launcher.start(args.min_replicas)
-        except LaunchError as exc:
-            raise ConfigError(str(exc)) from None
-        endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
-                              kv_events_endpoint=r.kv_events_endpoint) for r in started]
+        started = await _started(launcher.start(args.min_replicas))
+        endpoints = _endpoints(started, model)
         try:
             return await _serve_autoscaled(args, cfg, endpoints, model, launcher, started, scaler, variant)
         finally:
@@ -155,19 +140,10 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
     elif not cfg.endpoints.static:
         if args.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
-        launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=list(args.sim_arg),
-                               kv_events=not args.no_kv_events, start_timeout_s=args.start_timeout)
-        atexit.register(launcher.stop_sync)
-        if cfg.kvindex.tokenizer is None:  # sims tokenize with Lanterna's packaged tokenizer
-            cfg.kvindex.tokenizer = "default"
         model = args.sim_model
+        launcher = _launcher(args, cfg, list(args.sim_arg), args.start_timeout)
         print(f"starting {args.replicas} simulated replicas of {model} ...", file=sys.stderr, flush=True)
-        try:
-            replicas = await launcher.start(args.replicas)
-        except LaunchError as exc:
-            raise ConfigError(str(exc)) from None
-        endpoints = [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
-                              kv_events_endpoint=r.kv_events_endpoint) for r in replicas]
+        endpoints = _endpoints(await _started(launcher.start(args.replicas)), model)
     try:
         if args.workers != 1:
             return await _supervise(args, cfg, endpoints, model)
@@ -179,6 +155,36 @@ async def _main(args: argparse.Namespace, cfg: Any) -> int:
     finally:
         if launcher is not None:
             await launcher.stop()
+
+
+def _launcher(args: argparse.Namespace, cfg: Any, sim_args: list[str], timeout_s: float) -> Any:
+    """A launcher of ``args.sim_model`` replicas, stopped at exit too; the gateway then tokenizes with Lanterna's
+    packaged tokenizer, as the sims do."""
+    from lanterna.cluster.launcher import SimLauncher
+
+    launcher = SimLauncher(model=args.sim_model, host="127.0.0.1", sim_args=sim_args,
+                           kv_events=not args.no_kv_events, start_timeout_s=timeout_s)
+    atexit.register(launcher.stop_sync)
+    if cfg.kvindex.tokenizer is None:
+        cfg.kvindex.tokenizer = "default"
+    return launcher
+
+
+async def _started(start: Awaitable[list[Any]]) -> list[Any]:
+    """The replicas ``start`` brings up; a launch failure is a one-line ``ConfigError``."""
+    from lanterna.cluster.launcher import LaunchError
+
+    try:
+        return await start
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _endpoints(replicas: list[Any], model: str) -> list[Any]:
+    from lanterna.endpoints.types import Endpoint
+
+    return [Endpoint(id=r.address, address=r.address, models=frozenset({model}),
+                     kv_events_endpoint=r.kv_events_endpoint) for r in replicas]
 
 
 async def _serve_autoscaled(args: argparse.Namespace, cfg: Any, endpoints: list[Any], model: str, launcher: Any,

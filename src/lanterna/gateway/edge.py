@@ -53,18 +53,17 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     ``InvalidRequest`` (400). Call it once per request, before any parsing."""
     enc = request.headers.get("content-encoding", "").strip().lower()
     if enc not in _DECODABLE:
-        raise UnsupportedMediaType(f"unsupported content-encoding {enc[:40]!r}; use gzip, deflate or none",
-                                   param="content-encoding")
+        raise unsupported_encoding(enc)
     cap = limits.max_body_bytes
     declared = request.content_length
     if declared is not None and not enc and declared > cap:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {cap}-byte limit", param="body")
+        raise declared_too_large(declared, cap)
     content = request.content
     try:
         if content.is_eof():  # the whole body came with the headers (most requests): no awaits, no deadline
             body = content.read_nowait()
             if len(body) > cap:
-                raise _too_large(cap, enc)
+                raise too_large(cap, enc)
         else:
             async with asyncio.timeout(limits.body_timeout_s):
                 parts = await _read_all(content, cap, enc)
@@ -79,7 +78,18 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     return body
 
 
-def _too_large(cap: int, enc: str) -> PayloadTooLarge:
+def unsupported_encoding(enc: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(f"unsupported content-encoding {enc[:40]!r}; use gzip, deflate or none",
+                                param="content-encoding")
+
+
+def declared_too_large(declared: int | str, cap: int) -> PayloadTooLarge:
+    """413 before reading: the declared ``Content-Length`` is over ``cap``."""
+    return PayloadTooLarge(f"request body of {declared} bytes exceeds the {cap}-byte limit", param="body")
+
+
+def too_large(cap: int, enc: str) -> PayloadTooLarge:
+    """413 for a body over ``cap`` bytes (after decompression when ``enc`` names an encoding)."""
     return PayloadTooLarge(f"request body exceeds the {cap}-byte limit" + (" after decompression" if enc else ""),
                            param="body")
 
@@ -90,7 +100,7 @@ async def _read_all(content: StreamReader, cap: int, enc: str) -> list[bytes]:
     while chunk := await content.readany():
         size += len(chunk)
         if size > cap:
-            raise _too_large(cap, enc)
+            raise too_large(cap, enc)
         parts.append(chunk)
     return parts
 

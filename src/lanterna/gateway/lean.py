@@ -45,22 +45,20 @@ from multidict import CIMultiDict
 from lanterna.auth.principal import Principal
 from lanterna.config.model import EdgeLimitsConfig
 from lanterna.errors import (
-    HeadersTooLarge,
     InternalError,
     InvalidRequest,
     LanternaError,
-    PayloadTooLarge,
     RequestTimeout,
-    UnsupportedMediaType,
 )
 from lanterna.gateway.auth import admit_request
-from lanterna.gateway.middleware import new_request_id
-from lanterna.gateway.routes import health_answer, models_answer, ready_answer, serve_inference
-from lanterna.gateway.server import raw_error, runner_for
+from lanterna.gateway.edge import declared_too_large, too_large, unsupported_encoding
+from lanterna.gateway.middleware import as_error, new_request_id
+from lanterna.gateway.routes import edge_rejected, health_answer, models_answer, ready_answer, serve_inference
+from lanterna.gateway.server import LATE_S, MAX_GRACE, headers_too_large, raw_error, runner_for
 from lanterna.gateway.state import Gateway
+from lanterna.gateway.tracing import pass_through, server_trace
 from lanterna.obs.logs import REQUEST_ID
-from lanterna.obs.tracing import NO_TRACE, TRACEPARENT, RequestTrace, Tracer
-from lanterna.routing import core
+from lanterna.obs.tracing import NO_TRACE, RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +73,7 @@ _HOT: dict[tuple[bytes, bytes], str] = {
 _CLIENT_ROUTES = frozenset(("completions", "chat", "models"))  # under /v1/: authenticated
 _EXEMPT_ROUTES = frozenset(("health", "ready"))  # probes keep working while draining
 _PIPELINE_MAX = 4  # queued requests on one connection before reading pauses
-_LATE_S = 0.1  # a sweep this late means the event loop is overloaded: header deadlines wait one more sweep
-_MAX_GRACE = 40
 _BRIDGE_TIMEOUT_S = 60.0
-_PASS_THROUGH = Tracer(enabled=False)
 _JSON = "application/json"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -357,12 +352,12 @@ class _Conn(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.f.limits.max_line_size:
-            raise _Reject(HeadersTooLarge("Request header fields too large (size or count over the gateway's limit)."))
+            raise _Reject(headers_too_large())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lim = self.f.limits
         if len(self.raw) >= lim.max_headers or len(name) + len(value) + 2 > lim.max_field_size:
-            raise _Reject(HeadersTooLarge("Request header fields too large (size or count over the gateway's limit)."))
+            raise _Reject(headers_too_large())
         self.raw.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -396,7 +391,7 @@ class _Conn(asyncio.Protocol):
         req.size += len(data)
         cap = self.f.max_body
         if req.size > cap and (req.inflate is None or req.size > 2 * cap + 65536):  # compressed: output is capped
-            raise _Reject(PayloadTooLarge(f"request body exceeds the {cap}-byte limit", param="body"))
+            raise _Reject(too_large(cap, ""))
         if req.inflate is not None:
             data = self._inflate(req, data)
         req.chunks.append(data)
@@ -412,8 +407,7 @@ class _Conn(asyncio.Protocol):
             raise _Reject(InvalidRequest(f"request body is not valid {self._enc(req)} data", param="body")) from None
         req.inflated += len(out)
         if req.inflated > cap or d.unconsumed_tail:
-            raise _Reject(PayloadTooLarge(f"request body exceeds the {cap}-byte limit after decompression",
-                                          param="body"))
+            raise _Reject(too_large(cap, self._enc(req)))
         return out
 
     @staticmethod
@@ -571,17 +565,17 @@ class LeanFront:
 
     def _run_sweep(self) -> None:
         now = self.loop.time()
-        late = now - self._sweep_due > _LATE_S  # the loop is overloaded: unread bytes may be the server's fault
+        late = now - self._sweep_due > LATE_S  # the loop is overloaded: unread bytes may be the server's fault
         lim = self.limits
         for c in list(self.conns):
             if c.hdr_since is not None and now - c.hdr_since > lim.header_timeout_s:
-                if late and c.hdr_grace < _MAX_GRACE:
+                if late and c.hdr_grace < MAX_GRACE:
                     c.hdr_grace += 1
                     continue
                 self._expire(c, RequestTimeout(f"request headers not received within {lim.header_timeout_s:g}s")
                              if c.hdr_got_bytes else None)
             elif c.body_since is not None and now - c.body_since > lim.body_timeout_s:
-                if late and c.hdr_grace < _MAX_GRACE:
+                if late and c.hdr_grace < MAX_GRACE:
                     c.hdr_grace += 1
                     continue
                 c.refuse(RequestTimeout(f"request body not received within {lim.body_timeout_s:g}s", param="body"))
@@ -626,12 +620,10 @@ class LeanFront:
                 if enc in ("gzip", "deflate"):
                     req.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if enc == "gzip" else 0
                 elif enc not in ("", "identity"):
-                    return UnsupportedMediaType(f"unsupported content-encoding {enc[:40]!r}; use gzip, deflate or none",
-                                                param="content-encoding")
+                    return unsupported_encoding(enc)
             declared = hdrs.get("content-length")
             if declared is not None and req.inflate is None and declared.isdigit() and int(declared) > self.max_body:
-                return PayloadTooLarge(f"request body of {declared} bytes exceeds the {self.max_body}-byte limit",
-                                       param="body")
+                return declared_too_large(declared, self.max_body)
         return None
 
     async def handle(self, conn: _Conn, req: LeanRequest) -> bool:
@@ -647,9 +639,7 @@ class LeanFront:
         try:
             if req.reject is not None:
                 if route in _CLIENT_ROUTES:  # its access-log line, like any refused request
-                    core.rejected(gw, req.reject, req.headers, b"", "chat" if route == "chat" else "completions",
-                                  request_id=req.rid, started=gw.clock.now(), method=req.method, path=req.path,
-                                  client=req.remote, principal=req.principal)
+                    edge_rejected(gw, req, req.reject, req.principal)
                 raise req.reject
             if sd is not None and route not in _EXEMPT_ROUTES:
                 sd.enter()
@@ -670,13 +660,8 @@ class LeanFront:
             error = "cancelled"
             raise
         except Exception as exc:
-            err = exc if isinstance(exc, LanternaError) else None
-            if err is None:
-                log.error("unhandled_error", exc_info=exc, extra={"path": req.path})
-                err = InternalError(f"internal error (request id {req.rid})")
-                error = type(exc).__name__
-            else:
-                error = err.error_type
+            err = as_error(exc, req.rid, req.path)
+            error = err.error_type if err is exc else type(exc).__name__
             if reply.state == 0:
                 await reply.send(err.status, {"content-type": _JSON, "x-request-id": req.rid, **err.headers},
                                  msgspec.json.encode(err.body()))
@@ -696,14 +681,10 @@ class LeanFront:
     def _trace(self, req: LeanRequest) -> RequestTrace:
         tracer = self.gw.tracer
         if tracer is not None and tracer.recording:
-            trace = tracer.start_request(req.headers, f"{req.method} {req.path}")
-            trace.set("http.request.method", req.method)
-            trace.set("url.path", req.path)
+            trace = server_trace(tracer, req.headers, req.method, req.path)
             trace.set("lanterna.request_id", req.rid)
             return trace
-        if TRACEPARENT not in req.headers:
-            return NO_TRACE
-        return _PASS_THROUGH.start_request(req.headers)
+        return pass_through(req.headers)
 
     async def bridge(self, conn: _Conn, req: LeanRequest) -> bool:
         """Run a cold request through the aiohttp app on an in-memory transport and send what it answers."""

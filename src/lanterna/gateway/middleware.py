@@ -67,14 +67,20 @@ def answer_error(exc: Exception, rid: str, request: web.BaseRequest) -> web.Resp
     """The error edge's answer to ``exc`` (call it from an ``except Exception`` block): a ``LanternaError`` or
     aiohttp's 4xx/5xx in the OpenAI shape; anything else logged with the request id and answered 500.
     A redirect (``HTTPException`` under 400) is re-raised for aiohttp to send."""
+    if isinstance(exc, web.HTTPException) and exc.status < 400:
+        raise exc
+    return error_response(as_error(exc, rid, request.path), rid)
+
+
+def as_error(exc: Exception, rid: str, path: str) -> LanternaError:
+    """What a client is told about ``exc``: itself when a ``LanternaError``, aiohttp's 4xx/5xx in our shape,
+    anything else logged with the request id and turned into a 500 that names only that id."""
     if isinstance(exc, LanternaError):
-        return error_response(exc, rid)
+        return exc
     if isinstance(exc, web.HTTPException):
-        if exc.status < 400:
-            raise exc
-        return error_response(http_error(exc), rid)
-    log.error("unhandled_error", exc_info=exc, extra={"path": request.path})
-    return error_response(InternalError(f"internal error (request id {rid})"), rid)
+        return http_error(exc)
+    log.error("unhandled_error", exc_info=exc, extra={"path": path})
+    return InternalError(f"internal error (request id {rid})")
 
 
 @web.middleware

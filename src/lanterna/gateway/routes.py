@@ -100,7 +100,11 @@ async def _inference(request: web.Request, kind: ApiKind) -> web.StreamResponse:
 
 def log_edge_rejection(request: web.Request, err: LanternaError, principal: Principal | None) -> None:
     """``auth.ON_REJECT``: the access-log line of a request the auth middleware refused (401, 429)."""
-    gw = request.app[GATEWAY]
+    edge_rejected(request.app[GATEWAY], request, err, principal)
+
+
+def edge_rejected(gw: Gateway, request: ClientRequest, err: LanternaError, principal: Principal | None) -> None:
+    """The access-log line of an inference request refused before its body was read (auth, rate, drain)."""
     kind: ApiKind = "chat" if request.path.endswith("/chat/completions") else "completions"
     core.rejected(gw, err, request.headers, b"", kind, request_id=REQUEST_ID.get() or "", started=gw.clock.now(),
                   method=request.method, path=request.path, client=request.remote, principal=principal)

@@ -40,9 +40,13 @@ from lanterna.gateway.middleware import error_response
 log = logging.getLogger(__name__)
 
 
+def headers_too_large() -> HeadersTooLarge:
+    return HeadersTooLarge("Request header fields too large (size or count over the gateway's limit).")
+
+
 def _protocol_error(status: int, exc: BaseException | None) -> LanternaError:
     if isinstance(exc, LineTooLong) or (isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message):
-        return HeadersTooLarge("Request header fields too large (size or count over the gateway's limit).")
+        return headers_too_large()
     if isinstance(exc, ContentEncodingError) or "content-encoding" in str(exc).lower():
         return UnsupportedMediaType("Unsupported content-encoding; use gzip, deflate or none.",
                                     param="content-encoding")  # e.g. br without the Brotli package
@@ -59,9 +63,9 @@ def raw_error(err: LanternaError) -> bytes:
     return head.encode("ascii") + body
 
 
-_LATE_S = 0.1  # a deadline timer this late means the event loop is overloaded
+LATE_S = 0.1  # a deadline timer this late means the event loop is overloaded (both servers)
 _GRACE_S = 0.05  # re-check after one socket poll (a positive delay: libuv runs 0-delay timers before polling)
-_MAX_GRACE = 40
+MAX_GRACE = 40  # re-checks granted to one deadline for the loop's lateness
 
 
 class EdgeRequestHandler(web_protocol.RequestHandler):
@@ -117,7 +121,7 @@ class EdgeRequestHandler(web_protocol.RequestHandler):
         # the rest of the head may be sitting unread in the socket. A deadline that fired late is the server's
         # fault, not the client's: re-check after one poll (bounded), so only clients that are really slow go.
         late = self._loop.time() - self._hdr_when
-        if late > _LATE_S and self._hdr_grace < _MAX_GRACE:
+        if late > LATE_S and self._hdr_grace < MAX_GRACE:
             self._hdr_grace += 1
             self._hdr_handle = self._loop.call_later(_GRACE_S, self._header_deadline)
             self._hdr_when = self._hdr_handle.when()

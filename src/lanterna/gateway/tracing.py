@@ -11,7 +11,7 @@ returns a pass-through trace (forwards a valid client ``traceparent`` unchanged,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -27,10 +27,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def request_trace(request: web.Request) -> RequestTrace:
     """The request's trace: the middleware's when tracing is on, else a pass-through one."""
     trace: RequestTrace | None = request.get(_TRACE)
-    if trace is None:
-        if TRACEPARENT not in request.headers:  # most requests: nothing to forward, nothing to build
-            return NO_TRACE
-        trace = _PASS_THROUGH.start_request(request.headers)
+    return trace if trace is not None else pass_through(request.headers)
+
+
+def pass_through(headers: Mapping[str, str]) -> RequestTrace:
+    """Tracing off: forward a client's valid ``traceparent`` unchanged, record nothing."""
+    if TRACEPARENT not in headers:  # most requests: nothing to forward, nothing to build
+        return NO_TRACE
+    return _PASS_THROUGH.start_request(headers)
+
+
+def server_trace(tracer: Tracer, headers: Mapping[str, str], method: str, path: str) -> RequestTrace:
+    """Tracing on: the request's SERVER span, a child of the client's ``traceparent`` when it sent one."""
+    trace = tracer.start_request(headers, f"{method} {path}")
+    trace.set("http.request.method", method)
+    trace.set("url.path", path)
     return trace
 
 
@@ -42,10 +53,7 @@ def enable_tracing(app: web.Application, tracer: Tracer | None = None) -> bool:
 
     @web.middleware
     async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        trace = tracer.start_request(request.headers, f"{request.method} {request.path}")
-        trace.set("http.request.method", request.method)
-        trace.set("url.path", request.path)
-        request[_TRACE] = trace
+        trace = request[_TRACE] = server_trace(tracer, request.headers, request.method, request.path)
         status: int | None = None
         error: str | None = None
         try:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import zmq
@@ -199,44 +200,36 @@ class KVEventSubscriberManager:
         sub.waiters = keep
 
     async def _run(self, sub: _Sub) -> None:
-        sock, eid, applier = sub.sock, sub.endpoint_id, self.applier
-        assert sock is not None  # only endpoints with a socket of their own get this task
-        try:
-            while True:
-                frames = await sock.recv_multipart()
-                n = 0
-                while True:
-                    if applier.ingest(eid, frames, time.time()) is Verdict.REPLAY:
-                        await self._replay(sub)
-                    n += 1
-                    if n >= self._max_batch:
-                        break
-                    try:
-                        frames = await sock.recv_multipart(flags=zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                self._wake(sub)
-                if n >= self._max_batch:
-                    await asyncio.sleep(0)  # let other endpoints and requests run
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let one publisher kill the gateway; log and stop this stream
-            log.exception("kv_subscriber_failed", extra={"endpoint": eid})
+        """An endpoint's own socket: every message is its own."""
+        assert sub.sock is not None  # only endpoints with a socket of their own get this task
+        await self._pump(sub.sock, lambda _frames: sub, "kv_subscriber_failed", {"endpoint": sub.endpoint_id})
 
     async def _run_shared(self, sock: zmq.asyncio.Socket) -> None:
-        """The shared socket's loop: route each message by topic, then apply it as its endpoint's own socket
-        would. Unknown topics (a pod not discovered yet, or not ours) are counted and dropped."""
-        applier, router = self.applier, self.router
+        """The shared socket: each message is routed by topic, then applied as its endpoint's own socket would.
+        Unknown topics (a pod not discovered yet, or not ours) are counted and dropped."""
+        router, unknown = self.router, self.applier.counters.malformed
+
+        def route(frames: list[bytes]) -> _Sub | None:
+            sub = self._route(frames, router)
+            if sub is None:
+                unknown["unknown_topic"] += 1
+            return sub
+
+        await self._pump(sock, route, "kv_shared_subscriber_failed", {"address": self.shared_address})
+
+    async def _pump(self, sock: zmq.asyncio.Socket, route: Callable[[list[bytes]], _Sub | None], failed: str,
+                    where: dict[str, Any]) -> None:
+        """Receive in batches (up to ``max_batch`` messages already queued, then yield), apply each message to
+        its endpoint, then wake that endpoint's waiters once per batch."""
+        applier = self.applier
         try:
             while True:
                 frames = await sock.recv_multipart()
                 touched: dict[str, _Sub] = {}
                 n = 0
                 while True:
-                    sub = self._route(frames, router)
-                    if sub is None:
-                        applier.counters.malformed["unknown_topic"] += 1
-                    else:
+                    sub = route(frames)
+                    if sub is not None:
                         touched[sub.endpoint_id] = sub
                         if applier.ingest(sub.endpoint_id, frames, time.time()) is Verdict.REPLAY:
                             await self._replay(sub)
@@ -248,14 +241,14 @@ class KVEventSubscriberManager:
                     except zmq.Again:
                         break
                 for sub in touched.values():
-                    if sub.endpoint_id in self._subs:
+                    if sub.endpoint_id in self._subs:  # not removed while the batch was applied
                         self._wake(sub)
                 if n >= self._max_batch:
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # let other endpoints and requests run
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("kv_shared_subscriber_failed", extra={"address": self.shared_address})
+        except Exception:  # never let one publisher kill the gateway; log and stop this stream
+            log.exception(failed, extra=where)
 
     def _route(self, frames: list[bytes], router: TopicRouter) -> _Sub | None:
         if not frames:

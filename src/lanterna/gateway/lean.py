@@ -507,11 +507,9 @@ class LeanFront:
     def __init__(self, app: web.Application, gw: Gateway, limits: EdgeLimitsConfig, *,
                  extra_headers: Mapping[str, str] | None = None) -> None:
         assert gw.body_limits is not None
-        self.app = app
         self.gw = gw
         self.limits = limits
         self.max_body = gw.body_limits.max_body_bytes
-        self.max_depth = gw.body_limits.max_json_depth
         self.loop = asyncio.get_running_loop()
         self.conns: set[_Conn] = set()
         self.date = _DateCache()

@@ -23,7 +23,7 @@ import routing_quality as rq  # noqa: E402
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    wl = rq.ChatWorkload(users=16, rounds=6, system_len=256, question_len=96, output_len=24, think_s=0.2).build()
+    wl = rq.ChatWorkload(users=16, rounds=8, system_len=256, question_len=96, output_len=24, think_s=0.2).build()
     logdir = tmp_path_factory.mktemp("rq")
 
     async def go() -> dict[str, Any]:
@@ -36,7 +36,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_every_request_completes(result: dict[str, Any]) -> None:
     for name, row in result.items():
-        assert row.get("num_ok") == 16 * 6, (name, row.get("failures"), row.get("error"))
+        assert row.get("num_ok") == 16 * 8, (name, row.get("failures"), row.get("error"))
 
 
 def test_single_replica_reference_reuses_history(result: dict[str, Any]) -> None:
@@ -45,7 +45,7 @@ def test_single_replica_reference_reuses_history(result: dict[str, Any]) -> None
 
 def test_round_robin_is_balanced_and_clearly_lower(result: dict[str, Any]) -> None:
     rr = result["lanterna:round-robin"]
-    assert rr["requests_per_replica"] == [24, 24, 24, 24]
+    assert rr["requests_per_replica"] == [32, 32, 32, 32]
     assert rr["balance_requests"] == pytest.approx(1.0)
     assert rr["ratio_to_single"] < 0.8
 

@@ -4,6 +4,7 @@ Scores an endpoint by how long this request would wait there, in one currency (p
 
     cost(e) = prefillScale x uncached(e) + queueScale x queued(e) + decodeScale x in_flight_decode_seqs(e)
             + kvScale x in_flight_kv_tokens(e) + waitingPenalty x metrics.num_waiting(e)
+            + recentScale x recent(e)
     score(e) = 1 - (cost(e) - cost_min) / max(cost_max - cost_min, minSpanTokens)
 
 ``uncached(e) = prompt_tokens - cached(e)``. With token ids and ``services.kv_index``, cached comes from
@@ -20,13 +21,19 @@ scenario: with queueScale 1 the hit rate fell from 0.83 to 0.64 and P99 TTFT ros
 decode term is small: co-running sequences slow a step a little, whereas a miss costs the whole history;
 it settles otherwise equal choices (a new chat session whose only hit is the shared system prompt goes to
 the least loaded replica) while a warm session with H cached tokens moves only when its replica runs
-H/128 more sequences. In-flight KV tokens are not charged by default (``kvScale`` 0): that was the old
+H/128 more sequences. ``recent(e)`` counts the requests this scorer sent to ``e`` lately (each decays by
+1 - 1/recentWindow per request scheduled anywhere, so the sums hold each endpoint's share of the last ~window
+requests): chat sessions are in flight only part of the time, so in-flight counts alone seed new sessions
+by a noisy snapshot and leave replicas owning 3 and 5 of 16 sessions; charging recent traffic spreads the
+sessions that will bring it (24 x 8 chat on 4 sims: balance 1.12 -> 1.01, hit ratio unchanged), while a warm
+history outweighs it. In-flight KV tokens are not charged by default (``kvScale`` 0): that was the old
 model, and in long-context chat the KV of a replica's other sessions outweighed one history, so every
 next turn moved and lost its cache.
 
 Params: ``prefillScale`` (1.0), ``queueScale`` (0.25), ``decodeScale`` (prefill tokens per in-flight
 sequence, 128), ``kvScale`` (per in-flight KV token, 0), ``waitingPenalty`` (per scraped waiting request,
-0), ``minSpanTokens`` (256: smaller cost gaps score proportionally less than 1, so tie-break scorers can
+0), ``recentScale`` (prefill tokens per recent request, 64; 0 = off),
+``recentWindow`` (requests, 64), ``minSpanTokens`` (256: smaller cost gaps score proportionally less than 1, so tie-break scorers can
 act), ``blockSizeTokens`` (16, until the precise index knows the server's). Data producer: matches once
 per request before the profiles run and publishes in-flight prefixes as ``STATE_PREFIX_PENDING``."""
 
@@ -65,6 +72,8 @@ class Params(PluginParams):
     kvScale: float = Field(0.0, ge=0)
     waitingPenalty: float = Field(0.0, ge=0)
     minSpanTokens: float = Field(256.0, ge=0)
+    recentScale: float = Field(64.0, ge=0)
+    recentWindow: int = Field(64, ge=1)
     blockSizeTokens: int = Field(16, ge=1)
     # Blocks the built-in approximate prefix index keeps per endpoint (llm-d's lruCapacityPerServer; ~187 bytes
     # each, so the default is ~6 MB per endpoint when full). Size it to the servers' real KV cache in blocks.
@@ -105,6 +114,8 @@ class CostModelScorer:
     type_name: str = TYPE
     sent: dict[str, _Sent] = field(default_factory=dict)
     pending: PendingPrefixes = field(default_factory=PendingPrefixes)
+    recent: dict[str, tuple[float, int]] = field(default_factory=dict)  # endpoint id -> (sum, tick of last add)
+    tick: int = 0  # requests this scorer has placed
 
     def bind(self, plugins: Mapping[str, Plugin]) -> None:
         shared = [p for p in plugins.values() if isinstance(p, PrefixCacheScorer)]
@@ -147,6 +158,7 @@ class CostModelScorer:
         prompt = float(req.num_prompt_tokens_estimate)
         out: dict[str, float] = {}
         own: dict[str, float] = {}
+        keep = 1.0 - 1.0 / p.recentWindow
         for e in candidates:
             ld = e.load
             uncached = prompt - cached.get(e.id, 0.0)
@@ -170,6 +182,10 @@ class CostModelScorer:
                 + p.kvScale * ld.in_flight_kv_tokens
                 + p.waitingPenalty * e.metrics.num_waiting
             )
+            if p.recentScale:
+                r = self.recent.get(e.id)
+                if r is not None:
+                    out[e.id] += p.recentScale * r[0] * keep ** (self.tick - r[1])
         req.state[_STATE_UNCACHED] = own
         return out
 
@@ -196,6 +212,11 @@ class CostModelScorer:
             s = self.sent[target.id] = _Sent()
         s.prompt += prompt
         s.uncached += uncached
+        if self.params.recentScale:
+            self.tick += 1
+            r = self.recent.get(target.id)
+            keep = 1.0 - 1.0 / self.params.recentWindow
+            self.recent[target.id] = ((r[0] * keep ** (self.tick - r[1]) if r else 0.0) + 1.0, self.tick)
         req.state[_STATE_SENT] = (target.id, prompt, uncached)
         if self.kv_index is not None and req.token_ids is not None:
             self.pending.add(
@@ -216,6 +237,7 @@ class CostModelScorer:
 
     def endpoint_removed(self, endpoint_id: str) -> None:
         self.sent.pop(endpoint_id, None)
+        self.recent.pop(endpoint_id, None)
         self.pending.remove_endpoint(endpoint_id)
         if self.owns_approx:
             self.approx.endpoint_removed(endpoint_id)

@@ -65,7 +65,7 @@ def _commit(s, r, target: Endpoint) -> SchedulingResult:
 
 def test_queue_counts_only_the_uncached_share_of_in_flight_prompts():
     """A queue of mostly-cached prompts is short: 4000 queued tokens of which 10% uncached cost 100."""
-    s = plugin("cost-model-scorer", {"decodeScale": 0, "queueScale": 1.0, **CRISP})
+    s = plugin("cost-model-scorer", {"decodeScale": 0, "queueScale": 1.0, "recentScale": 0, **CRISP})
     a, b = ep("a"), ep("b")
     first = req("y" * 16000, request_id="r1")  # 4000 tokens, 3600 of them cached on a
     _approx(s, first, {"a": 225}, 250)
@@ -78,6 +78,32 @@ def test_queue_counts_only_the_uncached_share_of_in_flight_prompts():
     assert costs["a"] == pytest.approx(400 + 400) and costs["b"] == pytest.approx(4000)
     s.response_complete(first, res, "a", None)
     assert s.sent["a"].prompt == 0 and s.sent["a"].uncached == 0
+
+
+def test_recent_traffic_spreads_new_sessions_but_not_warm_ones():
+    """Sessions in think time are not in flight: what an endpoint received lately stands in for the load its
+    sessions will bring, so a new session goes elsewhere, a warm history stays, and the charge decays."""
+    s = plugin("cost-model-scorer", {"recentWindow": 4})
+    a, b = ep("a"), ep("b")  # nothing in flight anywhere (every session is between turns)
+    for i in range(3):
+        r = req("y" * 400, request_id=f"s{i}")
+        s.score(r, [a, b])
+        _commit(s, r, a)
+    cold = req("z" * 400, request_id="new")  # 100 tokens, shared prefix of 64 cached on a
+    _approx(s, cold, {"a": 4}, 6)
+    costs = s.costs(cold, [a, b])
+    recent_a = 1 + 0.75 + 0.75**2
+    assert costs["a"] == pytest.approx(36 + 64 * recent_a) and costs["b"] == pytest.approx(100)
+    warm = req("w" * 4000, request_id="warm")  # 1000 tokens, 960 of them cached on a
+    _approx(s, warm, {"a": 60}, 62)
+    assert s.score(warm, [a, b])["a"] == 1.0
+    for i in range(8):  # traffic elsewhere: a's charge decays by 3/4 per request placed
+        r = req("v" * 400, request_id=f"b{i}")
+        s.score(r, [a, b])
+        _commit(s, r, b)
+    assert s.costs(req("q" * 400, request_id="q"), [a, b])["a"] == pytest.approx(100 + 64 * recent_a * 0.75**8)
+    s.endpoint_removed("a")
+    assert "a" not in s.recent
 
 
 def test_forgets_its_share_when_nothing_is_in_flight():
@@ -115,7 +141,7 @@ def test_uses_precise_index_with_tier_credit():
 def test_prefix_in_flight_counts_as_cached_until_the_response_completes():
     """The index hears of a prefix only after its prefill: the second request must not recompute it."""
     idx = FakeKVIndex({})
-    s = plugin("cost-model-scorer", CRISP, services=SchedulerServices(kv_index=idx))
+    s = plugin("cost-model-scorer", {"recentScale": 0, **CRISP}, services=SchedulerServices(kv_index=idx))
     a, b = ep("a"), ep("b")
     system = list(range(5000))
     first = req("", request_id="g0", token_ids=system + [1] * 300)
@@ -128,7 +154,7 @@ def test_prefix_in_flight_counts_as_cached_until_the_response_completes():
     assert not s.pending.owners
     third = req("", request_id="g2", token_ids=system + [3] * 300)
     got = s.costs(third, [a, b])
-    assert got["a"] == got["b"]  # nothing cached, nothing in flight
+    assert got["a"] == got["b"]  # nothing cached, nothing in flight (recent traffic not charged here)
 
 
 def test_pending_match_is_the_consecutive_run_per_endpoint():

@@ -50,7 +50,15 @@ from lanterna.cli.plan_calibrate import measure, process_cpu_s, save_fit  # noqa
 from lanterna.cli.plan_calibrate import measure_host as measure_host_costs  # noqa: E402
 from lanterna.cluster.virtual import run_virtual  # noqa: E402
 from lanterna.config.model import EndpointsConfig  # noqa: E402
-from lanterna.planner.calibrate import CpuPhase, HostCost, StepSample, fit_steps, host_costs, tiny_cpu_profile  # noqa: E402
+from lanterna.planner.calibrate import (  # noqa: E402
+    CpuPhase,
+    HostCost,
+    StepFit,
+    StepSample,
+    fit_steps,
+    host_costs,
+    tiny_cpu_profile,
+)
 from lanterna.sim.profiles import register_profile  # noqa: E402
 
 BLOCK_SIZE = 32  # tests/integration/vllm_server.py
@@ -343,6 +351,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "real": real_runs, "sim": virt, "comparisons": comps}
 
 
+def replay(args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator side again against a saved report's real runs, fit and host costs (no vLLM needed): how a
+    change to the simulator moves the comparison, in seconds instead of the real ladder's quarter hour."""
+    saved = json.loads(args.replay.read_text())
+    for k in ("rates", "requests", "warmup", "replicas", "groups", "system_len", "question_len", "output_len",
+              "kv_bytes", "max_num_batched_tokens", "policy", "seed"):
+        setattr(args, k, saved["config"][k])
+    f = dict(saved["fit"])
+    fit = StepFit(**{**f, "host": HostCost(**f["host"])})
+    profile = tiny_cpu_profile(fit, host=HostCost(**saved["host"]["ladder"]))
+    register_profile(profile)
+    virt, routed = virtual_ladder(args, profile.name, args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))
+    real_runs = saved["real"]
+    plot(real_runs, virt, args.out / "fidelity.png")
+    return {**saved, "config": {**saved["config"], "replayed_from": str(args.replay)}, "sim_routed": routed,
+            "sim": virt, "comparisons": [compare(r, virt) for r in real_runs]}
+
+
 def write_md(res: dict[str, Any], path: Path) -> None:
     fit, host = res["fit"], res["host"]
     lad = host["ladder"]
@@ -361,6 +387,7 @@ def write_md(res: dict[str, Any], path: Path) -> None:
              f"| host: per output token (API server + gateway + client) | {lad['token_s'] * 1e6:.0f} us |",
              f"| host: per scrape (API server /metrics + gateway) | {lad['scrape_s'] * 1e3:.2f} ms |",
              f"| host: gateway hop latency per request (not CPU) | {lad['latency_s'] * 1e3:.2f} ms |",
+             f"| step scatter (cv of single steps, lone streams; simulated as lognormal) | {fit.get('step_cv', 0.0):.2f} |",
              f"| fit rms error over the probes | {fit['rms_rel_error']:.1%} |", "",
              "Host costs by process (per request / per output token): " + ", ".join(
                  f"{k} {v['request_s'] * 1e3:.2f} ms / {v['token_s'] * 1e6:.0f} us" for k, v in host["costs"].items())
@@ -426,6 +453,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--idle-busy", type=float, default=0.2, help="busy share of the cores below which the machine counts as quiet")
     a("--wait-idle-s", type=float, default=600.0, help="longest wait for a quiet machine before each phase")
     a("--out", type=Path, default=HERE)
+    a("--replay", type=Path, help="rerun only the simulator against this saved report.json's real runs")
     return p.parse_args(argv)
 
 
@@ -434,8 +462,8 @@ def main() -> None:
     # one OpenMP thread per vLLM: with the default (one per core) two replicas on a shared 2-core machine spin
     # against each other and every step slows ~50x
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = asyncio.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
+    res = replay(args) if args.replay else asyncio.run(main_async(args))
     (args.out / "report.json").write_text(json.dumps(res, indent=2, default=str))
     write_md(res, args.out / "report.md")
     for i, c in enumerate(res["comparisons"]):

@@ -74,6 +74,15 @@ def _steady_step(streams: list[list[float]]) -> float | None:
     return statistics.median(gaps) if gaps else None
 
 
+def _gap_cv(times: list[float]) -> float | None:
+    """Scatter (stdev / mean) of one stream's token gaps after its first token: single steps' variation."""
+    gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+    if len(gaps) < 8:
+        return None
+    mean = statistics.fmean(gaps)
+    return statistics.pstdev(gaps) / mean if mean > 0 else None
+
+
 async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, seed: int = 0,
                   prefill_lengths: tuple[int, ...] = PREFILL_LENGTHS,
                   decode_seqs: tuple[int, ...] = DECODE_SEQS,
@@ -91,15 +100,19 @@ async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, see
         for p in decode_prompts:
             length = out_len if p <= 64 else 2 * out_len  # long prompts: a longer ramp, so a longer stream
             for n in decode_seqs:
-                med = []
+                med, cvs = [], []
                 for _ in range(repeats):
                     streams = await asyncio.gather(*(_stream(s, url, model, rng, p, length) for _ in range(n)))
                     step = _steady_step(list(streams))
                     if step is not None:
                         med.append(step)
+                    cv = _gap_cv(streams[0]) if n == 1 else None
+                    if cv is not None:
+                        cvs.append(cv)
                 if med:
                     samples.append(StepSample(statistics.median(med), decode_seqs=n,
-                                              context_tokens=n * (p + length // 2)))
+                                              context_tokens=n * (p + length // 2),
+                                              gap_cv=statistics.median(cvs) if cvs else None))
     return samples
 
 
@@ -205,5 +218,5 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"step {fit.step_s * 1e3:.2f} ms + {fit.prefill_chunk_s * 1e3:.2f} ms/prefill chunk + "
           f"{fit.prefill_token_s * 1e6:.1f} us/prefill token + {fit.prefill_pair_s * 1e9:.1f} ns/attention pair + "
           f"{fit.decode_seq_s * 1e3:.3f} ms/decode seq + {fit.decode_ctx_s * 1e9:.1f} ns/decode KV token "
-          f"(rms error {fit.rms_rel_error:.1%}); written to {args.out}")
+          f"(rms error {fit.rms_rel_error:.1%}); step scatter cv {fit.step_cv:.2f}; written to {args.out}")
     return 0

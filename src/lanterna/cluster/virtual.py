@@ -137,6 +137,10 @@ class VirtualCluster:
         # transit between the routing decision and the engine (the gateway's hops; the profile's host_latency_s)
         self._hop_s = prof.host_latency_s if prof is not None else 0.0
         self._host_debt: list[float] = []
+        # step-time scatter of the host (the profile's ``step_cv``; 0 = every step exactly as the model says)
+        cv = prof.step_cv if prof is not None else 0.0
+        self._jitter_sigma = math.sqrt(math.log1p(cv * cv))
+        self._jitter_rng = random.Random(cfg.seed + 4)
         self._index_of: dict[str, int] = {}
         self.endpoints: list[Endpoint] = []
         self._scraped: list[int] = []
@@ -434,7 +438,11 @@ class VirtualCluster:
         debt = self._host_debt[i]
         if debt:
             self._host_debt[i] = 0.0
-        self._push(t + max(out.duration_s + debt, MIN_STEP_S), _STEP, i, out)
+        dur = out.duration_s
+        sigma = self._jitter_sigma
+        if sigma:  # lognormal with mean 1
+            dur *= self._jitter_rng.lognormvariate(-sigma * sigma / 2, sigma)
+        self._push(t + max(dur + debt, MIN_STEP_S), _STEP, i, out)
 
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:
         if out.kv_events:

@@ -35,12 +35,14 @@ from lanterna.sim.profiles import ModelProfile
 @dataclass(frozen=True, slots=True)
 class StepSample:
     """``prefill_tokens`` > 0: a lone-prefill latency; else ``decode_seqs`` concurrent decodes' step time, their
-    KV context summed over the sequences being ``context_tokens`` (mid-stream: prompt + half the output each)."""
+    KV context summed over the sequences being ``context_tokens`` (mid-stream: prompt + half the output each).
+    ``gap_cv``: for a lone stream, the scatter (stdev / mean) of its token gaps, i.e. of single steps."""
 
     seconds: float
     prefill_tokens: int = 0
     decode_seqs: int = 0
     context_tokens: int = 0
+    gap_cv: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class StepFit:
     prefill_pair_s: float = 0.0  # per causal attention pair of a prefill chunk
     decode_ctx_s: float = 0.0  # per KV token a decode step attends over (summed over its sequences)
     host: HostCost = HostCost()
+    step_cv: float = 0.0  # scatter of single steps (median of the lone streams' gap_cv); 0 if none measured
 
     def engine_s(self, s: StepSample) -> float:
         if s.prefill_tokens:
@@ -161,8 +164,9 @@ def fit_steps(samples: Sequence[StepSample], host: HostCost = HostCost()) -> Ste
         (a, tok), pair = _theil_sen([s.prefill_tokens for s in pre], ys), 0.0
     fit = StepFit(c, max(0.0, a - c), tok, seq, 0.0, len(samples), pair, ctx, host)
     err = np.array([(fit.predict(s) - s.seconds) / s.seconds for s in samples])
+    cvs = [s.gap_cv for s in dec if s.gap_cv is not None]
     return StepFit(fit.step_s, fit.prefill_chunk_s, tok, seq, float(np.sqrt(np.mean(err**2))), len(samples), pair,
-                   ctx, host)
+                   ctx, host, float(np.median(cvs)) if cvs else 0.0)
 
 
 def _decode_plane(dec: Sequence[StepSample], host: HostCost) -> tuple[float, float, float]:
@@ -223,4 +227,4 @@ def tiny_cpu_profile(fit: StepFit, name: str = "tiny-cpu-fit", host: HostCost | 
                             prefill_pair_s=fit.prefill_pair_s, decode_seq_s=fit.decode_seq_s,
                             decode_ctx_s=fit.decode_ctx_s,
                             host_request_s=h.request_s, host_token_s=h.token_s, host_scrape_s=h.scrape_s,
-                            host_latency_s=h.latency_s)
+                            host_latency_s=h.latency_s, step_cv=fit.step_cv)

@@ -69,6 +69,11 @@ class ModelProfile:
     host_token_s: float = 0.0
     host_scrape_s: float = 0.0
     host_latency_s: float = 0.0
+    # Coefficient of variation of a step's wall time (lognormal, mean 1): on a GPU the same batch takes the
+    # same time, but a shared CPU host's steps scatter (cache, frequency, other processes), and queueing grows
+    # with that scatter. Measured on the CPU testbed from single-stream token gaps (``planner.calibrate``); the
+    # virtual cluster draws it (the real-time simulator runs on a real host, with its own scatter).
+    step_cv: float = 0.0
 
     # ---- shape-derived quantities -------------------------------------------------------------
     @property

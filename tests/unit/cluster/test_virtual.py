@@ -167,3 +167,30 @@ def test_host_latency_delays_admission_by_that_much() -> None:
     assert a.ttft is not None and b.ttft is not None and a.itl is not None and b.itl is not None
     assert b.ttft.p50 - a.ttft.p50 == pytest.approx(0.05, abs=1e-6)
     assert b.itl.p50 == pytest.approx(a.itl.p50)
+
+
+def test_step_scatter_keeps_the_mean_spreads_the_gaps_and_is_seeded() -> None:
+    """``step_cv`` (a shared CPU host's step scatter): single gaps spread by about that much, the mean step and so
+    the throughput stay, and the same seed gives the same numbers."""
+    import dataclasses
+    import statistics
+
+    from lanterna.sim.profiles import get_profile, register_profile
+
+    register_profile(dataclasses.replace(get_profile("tiny-cpu"), name="tiny-cpu-scatter", step_cv=0.3))
+
+    def run(profile: str) -> Any:
+        return run_virtual(parse_config({
+            "seed": 5, "workload": {"type": "random", "input_len": 32, "output_len": 200},
+            "load": {"type": "concurrency", "stages": [{"concurrency": 1, "num_requests": 10}]},
+            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512}}))
+
+    def gaps(res: Any) -> list[float]:
+        return [g for r in res.stages[0].records if r.ok for g in r.itl_s]
+
+    plain, a, b = run("tiny-cpu"), run("tiny-cpu-scatter"), run("tiny-cpu-scatter")
+    assert gaps(a) == gaps(b)  # seeded
+    p, s = gaps(plain), gaps(a)
+    assert statistics.pstdev(p) / statistics.fmean(p) < 0.05  # one batch size: every step alike
+    assert 0.25 < statistics.pstdev(s) / statistics.fmean(s) < 0.35
+    assert statistics.fmean(s) == pytest.approx(statistics.fmean(p), rel=0.05)

@@ -119,3 +119,26 @@ def test_host_stage_lengthens_steps_by_tokens_and_new_requests() -> None:
     mixed = BatchShape(prefill_chunks=[(64, 0), (64, 0), (2048, 0)], decode_contexts=[100] * 4,
                        num_prefill_sampled=2)
     assert hosted.step_time(mixed) - bare.step_time(mixed) == pytest.approx(6 * 0.0003 + 2 * 0.004)
+
+
+def test_step_scatter_is_the_median_of_the_lone_streams_and_reaches_the_profile() -> None:
+    samples = _samples(0.0)
+    samples[5] = StepSample(samples[5].seconds, decode_seqs=1, gap_cv=0.2)
+    samples.append(StepSample(samples[5].seconds, decode_seqs=1, context_tokens=600, gap_cv=0.4))
+    samples.append(StepSample(samples[5].seconds, decode_seqs=1, context_tokens=900, gap_cv=0.3))
+    fit = fit_steps(samples)
+    assert fit.step_cv == pytest.approx(0.3)
+    assert tiny_cpu_profile(fit).step_cv == pytest.approx(0.3)
+    assert fit_steps(_samples(0.0)).step_cv == 0.0  # none measured: steps as the model says
+
+
+def test_gap_scatter_of_a_stream() -> None:
+    from lanterna.cli.plan_calibrate import _gap_cv
+
+    even = [0.1 + 0.01 * i for i in range(20)]
+    assert _gap_cv(even) == pytest.approx(0.0, abs=1e-9)
+    times = [0.0, 0.1]  # the first gap (prefill) is not a decode step
+    for i in range(16):
+        times.append(times[-1] + (0.005 if i % 2 else 0.015))
+    assert _gap_cv(times) == pytest.approx(0.5)
+    assert _gap_cv(times[:6]) is None  # too few gaps to say

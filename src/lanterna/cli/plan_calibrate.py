@@ -75,12 +75,15 @@ def _steady_step(streams: list[list[float]]) -> float | None:
 
 
 def _gap_cv(times: list[float]) -> float | None:
-    """Scatter (stdev / mean) of one stream's token gaps after its first token: single steps' variation."""
+    """Scatter (stdev / mean) of one stream's token gaps after its first token: single steps' variation. None when
+    the gaps are not single steps: too few, or a CPU-starved API server coalescing tokens (near-zero gaps)."""
     gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
     if len(gaps) < 8:
         return None
     mean = statistics.fmean(gaps)
-    return statistics.pstdev(gaps) / mean if mean > 0 else None
+    if mean <= 0 or sum(g < 0.1 * mean for g in gaps) > 0.05 * len(gaps):
+        return None
+    return statistics.pstdev(gaps) / mean
 
 
 async def measure(url: str, model: str, repeats: int = 3, out_len: int = 48, seed: int = 0,

@@ -32,6 +32,9 @@ import numpy as np
 from lanterna.sim.profiles import ModelProfile
 
 
+MAX_STEP_CV = 0.5  # beyond this a lone stream's gaps are stalls, not a step-time distribution worth drawing from
+
+
 @dataclass(frozen=True, slots=True)
 class StepSample:
     """``prefill_tokens`` > 0: a lone-prefill latency; else ``decode_seqs`` concurrent decodes' step time, their
@@ -101,7 +104,7 @@ class StepFit:
     prefill_pair_s: float = 0.0  # per causal attention pair of a prefill chunk
     decode_ctx_s: float = 0.0  # per KV token a decode step attends over (summed over its sequences)
     host: HostCost = HostCost()
-    step_cv: float = 0.0  # scatter of single steps (median of the lone streams' gap_cv); 0 if none measured
+    step_cv: float = 0.0  # scatter of single steps (median of the lone streams' gap_cv, <= 0.5); 0 if none measured
 
     def engine_s(self, s: StepSample) -> float:
         if s.prefill_tokens:
@@ -164,7 +167,7 @@ def fit_steps(samples: Sequence[StepSample], host: HostCost = HostCost()) -> Ste
         (a, tok), pair = _theil_sen([s.prefill_tokens for s in pre], ys), 0.0
     fit = StepFit(c, max(0.0, a - c), tok, seq, 0.0, len(samples), pair, ctx, host)
     err = np.array([(fit.predict(s) - s.seconds) / s.seconds for s in samples])
-    cvs = [s.gap_cv for s in dec if s.gap_cv is not None]
+    cvs = [min(s.gap_cv, MAX_STEP_CV) for s in dec if s.gap_cv is not None]
     return StepFit(fit.step_s, fit.prefill_chunk_s, tok, seq, float(np.sqrt(np.mean(err**2))), len(samples), pair,
                    ctx, host, float(np.median(cvs)) if cvs else 0.0)
 

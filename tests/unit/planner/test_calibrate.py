@@ -130,6 +130,8 @@ def test_step_scatter_is_the_median_of_the_lone_streams_and_reaches_the_profile(
     assert fit.step_cv == pytest.approx(0.3)
     assert tiny_cpu_profile(fit).step_cv == pytest.approx(0.3)
     assert fit_steps(_samples(0.0)).step_cv == 0.0  # none measured: steps as the model says
+    stalled = [*_samples(0.0), StepSample(0.006, decode_seqs=1, context_tokens=700, gap_cv=2.5)]
+    assert fit_steps(stalled).step_cv == 0.5  # stalls, not steps: capped
 
 
 def test_gap_scatter_of_a_stream() -> None:
@@ -142,3 +144,7 @@ def test_gap_scatter_of_a_stream() -> None:
         times.append(times[-1] + (0.005 if i % 2 else 0.015))
     assert _gap_cv(times) == pytest.approx(0.5)
     assert _gap_cv(times[:6]) is None  # too few gaps to say
+    coalesced = [0.0, 0.1]
+    for i in range(16):  # every fourth chunk arrives in the same read as the one before
+        coalesced.append(coalesced[-1] + (0.00001 if i % 4 == 3 else 0.01))
+    assert _gap_cv(coalesced) is None  # not single steps: no scatter measured from it

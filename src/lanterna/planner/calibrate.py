@@ -31,7 +31,6 @@ import numpy as np
 
 from lanterna.sim.profiles import ModelProfile
 
-
 MAX_STEP_CV = 0.5  # beyond this a lone stream's gaps are stalls, not a step-time distribution worth drawing from
 
 

@@ -414,3 +414,18 @@ def test_cpu_tier_offloads_evicted_blocks_and_reloads_them(tmp_path: Any) -> Non
             assert sample(metrics(h), "vllm:prefix_cache_hits", "vllm:prefix_cache_hits_total", **lab) == hits0
         finally:
             sub.close()
+
+
+def test_server_start_moves_to_fresh_ports_when_its_port_is_taken(tmp_path: Any) -> None:
+    """A port picked free can be taken before the server binds it (the CI flake: vLLM's KV-event socket): the
+    harness starts the server again on fresh ports instead of failing every test that needs it."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with start_sim(DEFAULT_DIR, port=port, extra_args=["--timing", "constant"], log_dir=tmp_path) as sim:
+            assert sim.port != port
+            assert http(sim.base_url, "/health").status == 200
+        assert any("address already in use" in p.read_text(errors="replace").lower() for p in tmp_path.glob("*.log"))

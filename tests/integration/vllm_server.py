@@ -17,9 +17,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lanterna.cluster.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -29,6 +31,11 @@ BLOCK_SIZE = 32
 MAX_MODEL_LEN = 2048
 VLLM_START_TIMEOUT_S = 240.0
 SIM_START_TIMEOUT_S = 60.0
+PORT_ATTEMPTS = 3  # a port picked free can be taken (an outgoing connection's source port) before the server binds
+
+
+class PortClash(RuntimeError):
+    """The server could not bind a port picked for it: someone took it between the pick and the bind."""
 
 
 def vllm_python() -> Path | None:
@@ -86,7 +93,9 @@ def wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
     while True:
         rc = handle.process.poll()
         if rc is not None:
-            raise RuntimeError(f"{handle.name} exited with {rc} before healthy; log tail:\n{handle.log_tail()}")
+            clash = "address already in use" in handle.log_path.read_text(errors="replace").lower()
+            raise (PortClash if clash else RuntimeError)(
+                f"{handle.name} exited with {rc} before healthy; log tail:\n{handle.log_tail()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -132,6 +141,26 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], log_dir: Path | None,
         _stop(proc)
 
 
+@contextlib.contextmanager
+def _serve(name: str, build: Callable[[int, int | None], tuple[list[str], dict[str, object]]], env: dict[str, str],
+           log_dir: Path | None, timeout_s: float, port: int, kv_events_port: int | None) -> Iterator[ServerHandle]:
+    """``_spawn`` the command ``build(port, kv_events_port)`` makes; when the server finds a port taken, again
+    on fresh ports (the handle says which), up to ``PORT_ATTEMPTS`` times."""
+    for attempt in range(PORT_ATTEMPTS):
+        cmd, kw = build(port, kv_events_port)
+        stack = contextlib.ExitStack()
+        try:
+            handle = stack.enter_context(_spawn(name, cmd, env, log_dir, kw, timeout_s))
+        except PortClash:
+            if attempt + 1 == PORT_ATTEMPTS:
+                raise
+            port, kv_events_port = free_port(), (None if kv_events_port is None else free_port())
+            continue
+        with stack:
+            yield handle
+        return
+
+
 def _kv_events_config(kv_events_port: int | None, topic: str | None) -> tuple[list[str], str | None, str | None]:
     if kv_events_port is None:
         return [], None, None
@@ -139,6 +168,13 @@ def _kv_events_config(kv_events_port: int | None, topic: str | None) -> tuple[li
     cfg = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{kv_events_port}",
            "topic": topic}
     return ["--kv-events-config", json.dumps(cfg)], f"tcp://127.0.0.1:{kv_events_port}", topic
+
+
+def _lora_args(lora_modules: dict[str, Path] | None) -> list[str]:
+    if not lora_modules:
+        return []
+    return ["--enable-lora", "--max-loras", "1", "--max-lora-rank", "8", "--lora-modules",
+            *(f"{n}={p}" for n, p in lora_modules.items())]
 
 
 @contextlib.contextmanager
@@ -154,25 +190,24 @@ def start_vllm(model_dir: Path, *, port: int, kv_events_port: int | None = None,
     py = vllm_python()
     if py is None:
         raise RuntimeError("vLLM is not installed (set LANTERNA_VLLM_PYTHON or run scripts/setup_vllm_cpu.sh)")
-    kv_args, zmq_endpoint, topic = _kv_events_config(kv_events_port, topic)
-    cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-           "--block-size", str(BLOCK_SIZE), "--max-model-len", str(max_model_len), "--dtype", "float32",
-           "--enable-prefix-caching", "--enable-prompt-tokens-details", "--enforce-eager",
-           "--distributed-executor-backend", "uni", "--kv-cache-memory-bytes", str(kv_cache_bytes),
-           *kv_args]
-    if lora_modules:
-        cmd += ["--enable-lora", "--max-loras", "1", "--max-lora-rank", "8", "--lora-modules",
-                *(f"{n}={p}" for n, p in lora_modules.items())]
-    cmd += list(extra_args)
-    if cpus is not None:
-        cmd = ["taskset", "-c", cpus, *cmd]
+
+    def build(port: int, kv_events_port: int | None) -> tuple[list[str], dict[str, object]]:
+        kv_args, zmq_endpoint, kv_topic = _kv_events_config(kv_events_port, topic)
+        cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
+               "--block-size", str(BLOCK_SIZE), "--max-model-len", str(max_model_len), "--dtype", "float32",
+               "--enable-prefix-caching", "--enable-prompt-tokens-details", "--enforce-eager",
+               "--distributed-executor-backend", "uni", "--kv-cache-memory-bytes", str(kv_cache_bytes),
+               *kv_args, *_lora_args(lora_modules), *extra_args]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        return cmd, {"port": port, "zmq_endpoint": zmq_endpoint, "topic": kv_topic,
+                     "lora_modules": dict(lora_modules or {})}
+
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "VLLM_SERVER_DEV_MODE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
            "PYTHONHASHSEED": "0"}
-    kw: dict[str, object] = {"port": port, "zmq_endpoint": zmq_endpoint, "topic": topic,
-                             "lora_modules": dict(lora_modules or {})}
-    with _spawn("vllm", cmd, env, log_dir, kw, timeout_s) as handle:
+    with _serve("vllm", build, env, log_dir, timeout_s, port, kv_events_port) as handle:
         yield handle
 
 
@@ -182,20 +217,19 @@ def start_sim(model_dir: Path, *, port: int, kv_events_port: int | None = None, 
               lora_modules: dict[str, Path] | None = None, extra_args: Sequence[str] = (),
               log_dir: Path | None = None, timeout_s: float = SIM_START_TIMEOUT_S) -> Iterator[ServerHandle]:
     """Run ``lanterna sim`` with the same model name, block size, context length and tokenizer as vLLM."""
-    kv_args, zmq_endpoint, topic = _kv_events_config(kv_events_port, topic)
-    cmd = [sys.executable, "-m", "lanterna.cli.main", "sim", "--model", str(model_dir),
-           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-           "--block-size", str(BLOCK_SIZE), "--max-model-len", str(max_model_len), "--tokenizer", str(model_dir),
-           "--enable-prefix-caching", "--enable-prompt-tokens-details", *kv_args]
-    if num_gpu_blocks is not None:
-        cmd += ["--num-gpu-blocks-override", str(num_gpu_blocks)]
-    if lora_modules:
-        cmd += ["--enable-lora", "--max-loras", "1", "--max-lora-rank", "8", "--lora-modules",
-                *(f"{n}={p}" for n, p in lora_modules.items())]
-    cmd += list(extra_args)
-    kw: dict[str, object] = {"port": port, "zmq_endpoint": zmq_endpoint, "topic": topic,
-                             "lora_modules": dict(lora_modules or {})}
-    with _spawn("sim", cmd, dict(os.environ), log_dir, kw, timeout_s) as handle:
+
+    def build(port: int, kv_events_port: int | None) -> tuple[list[str], dict[str, object]]:
+        kv_args, zmq_endpoint, kv_topic = _kv_events_config(kv_events_port, topic)
+        blocks = [] if num_gpu_blocks is None else ["--num-gpu-blocks-override", str(num_gpu_blocks)]
+        cmd = [sys.executable, "-m", "lanterna.cli.main", "sim", "--model", str(model_dir),
+               "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
+               "--block-size", str(BLOCK_SIZE), "--max-model-len", str(max_model_len), "--tokenizer", str(model_dir),
+               "--enable-prefix-caching", "--enable-prompt-tokens-details", *kv_args, *blocks,
+               *_lora_args(lora_modules), *extra_args]
+        return cmd, {"port": port, "zmq_endpoint": zmq_endpoint, "topic": kv_topic,
+                     "lora_modules": dict(lora_modules or {})}
+
+    with _serve("sim", build, dict(os.environ), log_dir, timeout_s, port, kv_events_port) as handle:
         yield handle
 
 

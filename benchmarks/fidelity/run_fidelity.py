@@ -358,8 +358,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     for k in ("rates", "requests", "warmup", "replicas", "groups", "system_len", "question_len", "output_len",
               "kv_bytes", "max_num_batched_tokens", "policy", "seed"):
         setattr(args, k, saved["config"][k])
-    f = dict(saved["fit"])
-    fit = StepFit(**{**f, "host": HostCost(**f["host"])})
+    fit = StepFit.from_dict(saved["fit"])
     profile = tiny_cpu_profile(fit, host=HostCost(**saved["host"]["ladder"]))
     register_profile(profile)
     virt, routed = virtual_ladder(args, profile.name, args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))

@@ -205,9 +205,7 @@ def save_fit(fit: StepFit, samples: list[StepSample], path: Path) -> None:
 
 
 def load_fit(path: Path) -> StepFit:
-    raw = dict(json.loads(path.read_text())["fit"])
-    raw["host"] = HostCost(**raw.get("host", {}))
-    return StepFit(**raw)
+    return StepFit.from_dict(json.loads(path.read_text())["fit"])
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -140,6 +140,7 @@ class VirtualCluster:
         # step-time scatter of the host (the profile's ``step_cv``; 0 = every step exactly as the model says)
         cv = prof.step_cv if prof is not None else 0.0
         self._jitter_sigma = math.sqrt(math.log1p(cv * cv))
+        self._jitter_mu = -self._jitter_sigma**2 / 2  # so the factor's mean is 1
         self._jitter_rng = random.Random(cfg.seed + 4)
         self._index_of: dict[str, int] = {}
         self.endpoints: list[Endpoint] = []
@@ -440,8 +441,8 @@ class VirtualCluster:
             self._host_debt[i] = 0.0
         dur = out.duration_s
         sigma = self._jitter_sigma
-        if sigma:  # lognormal with mean 1
-            dur *= self._jitter_rng.lognormvariate(-sigma * sigma / 2, sigma)
+        if sigma:
+            dur *= self._jitter_rng.lognormvariate(self._jitter_mu, sigma)
         self._push(t + max(dur + debt, MIN_STEP_S), _STEP, i, out)
 
     def _step_done(self, i: int, out: StepOutput, t: float, on_done: Any) -> None:

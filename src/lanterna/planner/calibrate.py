@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,12 @@ class StepFit:
     decode_ctx_s: float = 0.0  # per KV token a decode step attends over (summed over its sequences)
     host: HostCost = HostCost()
     step_cv: float = 0.0  # scatter of single steps (median of the lone streams' gap_cv, <= 0.5); 0 if none measured
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StepFit:
+        """The fit as ``dataclasses.asdict`` wrote it (cpu-profile.json, a fidelity report); older files lack the
+        newer fields, which keep their defaults."""
+        return cls(**{**raw, "host": HostCost(**raw.get("host", {}))})
 
     def engine_s(self, s: StepSample) -> float:
         if s.prefill_tokens:

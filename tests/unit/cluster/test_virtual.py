@@ -125,24 +125,32 @@ def test_same_numbers_across_processes_and_hash_seeds(tmp_path: Any) -> None:
     assert len(outs) == 1
 
 
-def test_scrapes_cost_busy_replicas_their_host_scrape_time() -> None:
-    """A profile whose API server shares the engine's core pays ``host_scrape_s`` per scrape while busy: the
-    same load finishes later, by about that share of the busy time."""
+def _tiny_cpu(name: str, **fields: float) -> str:
+    """Register the ``tiny-cpu`` profile with ``fields`` changed, under ``name``."""
     import dataclasses
 
     from lanterna.sim.profiles import get_profile, register_profile
 
-    base = get_profile("tiny-cpu")
-    register_profile(dataclasses.replace(base, name="tiny-cpu-scraped", host_scrape_s=0.01))
+    register_profile(dataclasses.replace(get_profile("tiny-cpu"), name=name, **fields))
+    return name
+
+
+def _one_replica(profile: str, seed: int, workload: dict[str, Any], load: dict[str, Any], **cluster: Any) -> Any:
+    return run_virtual(parse_config({
+        "seed": seed, "workload": {"type": "random", **workload}, "load": load,
+        "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512, **cluster}}))
+
+
+def test_scrapes_cost_busy_replicas_their_host_scrape_time() -> None:
+    """A profile whose API server shares the engine's core pays ``host_scrape_s`` per scrape while busy: the
+    same load finishes later, by about that share of the busy time."""
 
     def run(profile: str) -> Any:
-        return run_virtual(parse_config({
-            "seed": 3, "workload": {"type": "random", "input_len": 64, "output_len": 64},
-            "load": {"type": "concurrency", "stages": [{"concurrency": 4, "num_requests": 16}]},
-            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512,
-                        "scrape_interval_s": 0.1}}))
+        return _one_replica(profile, 3, {"input_len": 64, "output_len": 64},
+                            {"type": "concurrency", "stages": [{"concurrency": 4, "num_requests": 16}]},
+                            scrape_interval_s=0.1)
 
-    plain, scraped = run("tiny-cpu"), run("tiny-cpu-scraped")
+    plain, scraped = run("tiny-cpu"), run(_tiny_cpu("tiny-cpu-scraped", host_scrape_s=0.01))
     t0, t1 = plain.extra["virtual_time_s"], scraped.extra["virtual_time_s"]
     assert t1 > t0 * 1.05  # 10 ms of every 100 ms goes to /metrics
     assert t1 < t0 * 1.2
@@ -151,19 +159,13 @@ def test_scrapes_cost_busy_replicas_their_host_scrape_time() -> None:
 
 def test_host_latency_delays_admission_by_that_much() -> None:
     """``host_latency_s`` (the gateway's hops) reaches the engine later: at light load TTFT grows by it, ITL not."""
-    import dataclasses
-
-    from lanterna.sim.profiles import get_profile, register_profile
-
-    register_profile(dataclasses.replace(get_profile("tiny-cpu"), name="tiny-cpu-hop", host_latency_s=0.05))
 
     def run(profile: str) -> Any:
-        return run_virtual(parse_config({
-            "seed": 3, "workload": {"type": "random", "input_len": 64, "output_len": 8},
-            "load": {"type": "poisson", "stages": [{"rate": 0.5, "num_requests": 10}]},
-            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512}}))
+        return _one_replica(profile, 3, {"input_len": 64, "output_len": 8},
+                            {"type": "poisson", "stages": [{"rate": 0.5, "num_requests": 10}]})
 
-    a, b = run("tiny-cpu").stages[0].summary.latency, run("tiny-cpu-hop").stages[0].summary.latency
+    a = run("tiny-cpu").stages[0].summary.latency
+    b = run(_tiny_cpu("tiny-cpu-hop", host_latency_s=0.05)).stages[0].summary.latency
     assert a.ttft is not None and b.ttft is not None and a.itl is not None and b.itl is not None
     assert b.ttft.p50 - a.ttft.p50 == pytest.approx(0.05, abs=1e-6)
     assert b.itl.p50 == pytest.approx(a.itl.p50)
@@ -172,25 +174,16 @@ def test_host_latency_delays_admission_by_that_much() -> None:
 def test_step_scatter_keeps_the_mean_spreads_the_gaps_and_is_seeded() -> None:
     """``step_cv`` (a shared CPU host's step scatter): single gaps spread by about that much, the mean step and so
     the throughput stay, and the same seed gives the same numbers."""
-    import dataclasses
     import statistics
 
-    from lanterna.sim.profiles import get_profile, register_profile
-
-    register_profile(dataclasses.replace(get_profile("tiny-cpu"), name="tiny-cpu-scatter", step_cv=0.3))
-
-    def run(profile: str) -> Any:
-        return run_virtual(parse_config({
-            "seed": 5, "workload": {"type": "random", "input_len": 32, "output_len": 200},
-            "load": {"type": "concurrency", "stages": [{"concurrency": 1, "num_requests": 10}]},
-            "cluster": {"replicas": 1, "policy": "round-robin", "profile": profile, "num_gpu_blocks": 512}}))
-
-    def gaps(res: Any) -> list[float]:
+    def gaps(profile: str) -> list[float]:
+        res = _one_replica(profile, 5, {"input_len": 32, "output_len": 200},
+                           {"type": "concurrency", "stages": [{"concurrency": 1, "num_requests": 10}]})
         return [g for r in res.stages[0].records if r.ok for g in r.itl_s]
 
-    plain, a, b = run("tiny-cpu"), run("tiny-cpu-scatter"), run("tiny-cpu-scatter")
-    assert gaps(a) == gaps(b)  # seeded
-    p, s = gaps(plain), gaps(a)
+    scatter = _tiny_cpu("tiny-cpu-scatter", step_cv=0.3)
+    p, s = gaps("tiny-cpu"), gaps(scatter)
+    assert s == gaps(scatter)  # seeded
     assert statistics.pstdev(p) / statistics.fmean(p) < 0.05  # one batch size: every step alike
     assert 0.25 < statistics.pstdev(s) / statistics.fmean(s) < 0.35
     assert statistics.fmean(s) == pytest.approx(statistics.fmean(p), rel=0.05)

@@ -25,16 +25,16 @@ H/128 more sequences. ``recent(e)`` counts the requests this scorer sent to ``e`
 1 - 1/recentWindow per request scheduled anywhere, so the sums hold each endpoint's share of the last ~window
 requests): chat sessions are in flight only part of the time, so in-flight counts alone seed new sessions
 by a noisy snapshot and leave replicas owning 3 and 5 of 16 sessions; charging recent traffic spreads the
-sessions that will bring it (24 x 8 chat on 4 sims: balance 1.12 -> 1.01, hit ratio unchanged), while a warm
+sessions that will bring it (24 x 8 chat on 4 sims: balance 1.25 -> 1.02, hit ratio 0.985 -> 0.980 of one replica's), while a warm
 history outweighs it. In-flight KV tokens are not charged by default (``kvScale`` 0): that was the old
 model, and in long-context chat the KV of a replica's other sessions outweighed one history, so every
 next turn moved and lost its cache.
 
 Params: ``prefillScale`` (1.0), ``queueScale`` (0.25), ``decodeScale`` (prefill tokens per in-flight
 sequence, 128), ``kvScale`` (per in-flight KV token, 0), ``waitingPenalty`` (per scraped waiting request,
-0), ``recentScale`` (prefill tokens per recent request, 64; 0 = off),
-``recentWindow`` (requests, 64), ``minSpanTokens`` (256: smaller cost gaps score proportionally less than 1, so tie-break scorers can
-act), ``blockSizeTokens`` (16, until the precise index knows the server's). Data producer: matches once
+0), ``recentScale`` (prefill tokens per recent request, 64; 0 = off), ``recentWindow`` (requests, 64),
+``minSpanTokens`` (256: smaller cost gaps score proportionally less than 1, so tie-break scorers can act),
+``blockSizeTokens`` (16, until the precise index knows the server's). Data producer: matches once
 per request before the profiles run and publishes in-flight prefixes as ``STATE_PREFIX_PENDING``."""
 
 from __future__ import annotations
@@ -116,6 +116,10 @@ class CostModelScorer:
     pending: PendingPrefixes = field(default_factory=PendingPrefixes)
     recent: dict[str, tuple[float, int]] = field(default_factory=dict)  # endpoint id -> (sum, tick of last add)
     tick: int = 0  # requests this scorer has placed
+    keep: float = field(init=False)  # what a recent request still weighs after one more is placed
+
+    def __post_init__(self) -> None:
+        self.keep = 1.0 - 1.0 / self.params.recentWindow
 
     def bind(self, plugins: Mapping[str, Plugin]) -> None:
         shared = [p for p in plugins.values() if isinstance(p, PrefixCacheScorer)]
@@ -158,7 +162,7 @@ class CostModelScorer:
         prompt = float(req.num_prompt_tokens_estimate)
         out: dict[str, float] = {}
         own: dict[str, float] = {}
-        keep = 1.0 - 1.0 / p.recentWindow
+        keep = self.keep
         for e in candidates:
             ld = e.load
             uncached = prompt - cached.get(e.id, 0.0)
@@ -215,8 +219,7 @@ class CostModelScorer:
         if self.params.recentScale:
             self.tick += 1
             r = self.recent.get(target.id)
-            keep = 1.0 - 1.0 / self.params.recentWindow
-            self.recent[target.id] = ((r[0] * keep ** (self.tick - r[1]) if r else 0.0) + 1.0, self.tick)
+            self.recent[target.id] = ((r[0] * self.keep ** (self.tick - r[1]) if r else 0.0) + 1.0, self.tick)
         req.state[_STATE_SENT] = (target.id, prompt, uncached)
         if self.kv_index is not None and req.token_ids is not None:
             self.pending.add(

@@ -105,12 +105,14 @@ def figures(res: Any) -> list[dict[str, Any]]:
         s = st.summary
         lat = s.latency
         gaps = [g for r in st.records if r.ok for g in r.itl_s]
+        lag = sorted(r.send_s - r.scheduled_s for r in st.records)  # a busy client sends late: burstier arrivals
         out.append({"rate": s.requested_rate, "ttft_p50_s": lat.ttft.p50 if lat.ttft else None,
                     "ttft_p90_s": lat.ttft.p90 if lat.ttft else None, "itl_p50_s": lat.itl.p50 if lat.itl else None,
                     "itl_p90_s": lat.itl.p90 if lat.itl else None,
                     "tpot_p50_s": lat.tpot.p50 if lat.tpot else None, "tpot_p90_s": lat.tpot.p90 if lat.tpot else None,
                     "output_tokens_per_s": s.throughput.output_tokens_per_s, "hit_rate": s.prefix_cache_hit_rate,
                     "itl_zero_share": sum(g < 1e-4 for g in gaps) / len(gaps) if gaps else None,
+                    "send_lag_p90_s": lag[int(0.9 * (len(lag) - 1))] if lag else None,
                     "num_ok": s.num_completed, "num_failed": s.num_failed})
     return out
 
@@ -255,7 +257,7 @@ async def measure_host(args: argparse.Namespace, reps: rq.Replicas, logdir: Path
                                      sum(m.idle_cpu_per_s[k] for k in api)) for ph in ("short", "long")))
     costs = {"api": api_cost, "gateway": m.costs["gateway"], "client": m.costs["client"]}
     scrape = (sum(m.idle_cpu_per_s[k] for k in api) + m.idle_cpu_per_s["gateway"]) / len(api) * SCRAPE_INTERVAL_S
-    latency = max(0.0, hop["gateway_s"] - hop["direct_s"] - costs["gateway"].request_s)
+    latency = max(0.0, hop["extra_s"] - costs["gateway"].request_s)
     return {"idle_cpu_per_s": m.idle_cpu_per_s, "hop": hop, "latency_s": latency,
             "phases": {n: {k: asdict(v) for k, v in ph.items()} for n, ph in m.phases.items()},
             "costs": {k: asdict(v) for k, v in costs.items()}, "scrape_s": scrape,
@@ -263,10 +265,11 @@ async def measure_host(args: argparse.Namespace, reps: rq.Replicas, logdir: Path
             "ladder": costs["api"] + costs["gateway"] + costs["client"] + HostCost(scrape_s=scrape, latency_s=latency)}
 
 
-async def hop_latency(gateway_url: str, reps: rq.Replicas, prompt_len: int, n: int = 16) -> dict[str, float]:
-    """Median latency of lone one-token requests (fresh ``prompt_len``-token prompts) sent straight to a replica
-    and through the gateway, interleaved: the difference minus the gateway's CPU per request is its hops'
-    latency (loopback legs, event-loop turns), which the simulator adds before admission."""
+async def hop_latency(gateway_url: str, reps: rq.Replicas, prompt_len: int, n: int = 64) -> dict[str, float]:
+    """Latency of lone one-token requests (fresh ``prompt_len``-token prompts) sent straight to a replica and
+    through the gateway, in pairs: the median of the pairs' differences (``extra_s``; a pair shares the
+    machine's state, so this is steadier than a difference of medians) minus the gateway's CPU per request is
+    its hops' latency (loopback legs, event-loop turns), which the simulator adds before admission."""
     rng = random.Random(1234)
     times: dict[str, list[float]] = {"direct_s": [], "gateway_s": []}
     async with aiohttp.ClientSession() as s:
@@ -279,16 +282,71 @@ async def hop_latency(gateway_url: str, reps: rq.Replicas, prompt_len: int, n: i
                     r.raise_for_status()
                     await r.read()
                 times[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            "extra_s": statistics.median(g - d for d, g in zip(times["direct_s"], times["gateway_s"], strict=True))}
 
 
 def virtual_ladder(args: argparse.Namespace, profile_name: str, blocks: int
-                   ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                   ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], dict[str, int]]:
+    """The ladder on the virtual cluster ``--sim-seeds`` times: the real runs' trace (arrivals, prompts) each
+    time, the host's step scatter drawn afresh; the simulator's figure is the mean over them, as the real one is
+    over runs (one 100-request stage's p90 rests on ten requests, on either side)."""
     cluster = {"replicas": args.replicas, "profile": profile_name, "policy": args.policy, "model": "tiny",
                "block_size": BLOCK_SIZE, "num_gpu_blocks": blocks, "scrape_interval_s": SCRAPE_INTERVAL_S,
                "max_num_batched_tokens": args.max_num_batched_tokens}
-    res = run_virtual(scenario(args, {"cluster": cluster}))
-    return figures(res), dict(res.extra["routed"])
+    runs: list[list[dict[str, Any]]] = []
+    routed: dict[str, int] = {}
+    for k in range(args.sim_seeds):
+        res = run_virtual(scenario(args, {"cluster": {**cluster, "scatter_seed": args.seed + k}}))
+        runs.append(figures(res))
+        for ep, n in res.extra["routed"].items():
+            routed[ep] = routed.get(ep, 0) + n
+    return mean_figures(runs), runs, routed
+
+
+def mean_figures(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per stage, each figure's mean over runs (None where any run has none)."""
+    out = []
+    for stage in zip(*runs, strict=True):
+        row: dict[str, Any] = {}
+        for k, v0 in stage[0].items():
+            vals = [x[k] for x in stage]
+            row[k] = v0 if k == "rate" else (None if any(v is None for v in vals) else statistics.fmean(vals))
+        out.append(row)
+    return out
+
+
+def spread(runs: list[list[dict[str, Any]]]) -> list[dict[str, float | None]]:
+    """Per stage and checked metric, how far apart the real runs are: (max - min) / mean, the noise floor any
+    simulator is compared through."""
+    out = []
+    for stage in zip(*runs, strict=True):
+        row: dict[str, float | None] = {}
+        for k in METRICS:
+            vals = [x[k] for x in stage if x[k]]
+            row[k] = (max(vals) - min(vals)) / statistics.fmean(vals) if len(vals) > 1 else None
+        out.append(row)
+    return out
+
+
+def run_vs_run(runs: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each later real run against the first, through the same checks as the simulator: what the real engine
+    on this machine reproduces of itself."""
+    outs = [compare(runs[0], r) for r in runs[1:]]
+    cells = [(row["rate"], k, row[k]["rel_err"]) for c in outs for row in c["levels"] for k in CHECKED]
+    return {"cells": len(cells), "outside": sum(e is None or abs(e) > TOL for _, _, e in cells),
+            "worst": sorted(({"rate": r, "metric": k, "rel_err": e} for r, k, e in cells if e is not None),
+                            key=lambda x: -abs(x["rel_err"]))[:5],
+            "knee_rates": [compare(r, r)["knee"]["real_knee_rate"] for r in runs]}
+
+
+def comparisons(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]]) -> dict[str, Any]:
+    """The simulator against the mean of the real runs (the headline), against each run, and the runs against
+    each other."""
+    ref = mean_figures(real_runs)
+    return {"vs_mean": compare(ref, virt), "real_mean": ref, "real_spread": spread(real_runs),
+            "per_run": [compare(r, virt) for r in real_runs],
+            "run_vs_run": run_vs_run(real_runs) if len(real_runs) > 1 else None}
 
 
 def plot(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]], path: Path) -> None:
@@ -339,8 +397,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     profile = tiny_cpu_profile(fit, host=host["ladder"])
     register_profile(profile)
     blocks = args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token)
-    virt, routed = virtual_ladder(args, profile.name, blocks)
-    comps = [compare(r, virt) for r in real_runs]
+    virt, sim_runs, routed = virtual_ladder(args, profile.name, blocks)
     plot(real_runs, virt, args.out / "fidelity.png")
     machine = (f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end, replicas "
                + ("pinned to a core each (taskset), gateway and load generator floating" if args.pin else "floating"))
@@ -348,7 +405,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "fit": asdict(fit),
             "samples": [{**asdict(smp), "fit_s": fit.predict(smp)} for smp in samples],
             "host": {**host, "probe": asdict(host["probe"]), "ladder": asdict(host["ladder"])},
-            "real": real_runs, "sim": virt, "comparisons": comps}
+            "real": real_runs, "sim": virt, "sim_runs": sim_runs, **comparisons(real_runs, virt)}
 
 
 def replay(args: argparse.Namespace) -> dict[str, Any]:
@@ -361,11 +418,13 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     fit = StepFit.from_dict(saved["fit"])
     profile = tiny_cpu_profile(fit, host=HostCost(**saved["host"]["ladder"]))
     register_profile(profile)
-    virt, routed = virtual_ladder(args, profile.name, args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))
+    virt, sim_runs, routed = virtual_ladder(args, profile.name,
+                                            args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))
     real_runs = saved["real"]
     plot(real_runs, virt, args.out / "fidelity.png")
-    return {**saved, "config": {**saved["config"], "replayed_from": str(args.replay)}, "sim_routed": routed,
-            "sim": virt, "comparisons": [compare(r, virt) for r in real_runs]}
+    saved.pop("comparisons", None)  # reports written before the mean-of-runs headline
+    return {**saved, "config": {**saved["config"], "sim_seeds": args.sim_seeds, "replayed_from": str(args.replay)},
+            "sim_routed": routed, "sim": virt, "sim_runs": sim_runs, **comparisons(real_runs, virt)}
 
 
 def write_md(res: dict[str, Any], path: Path) -> None:
@@ -396,32 +455,52 @@ def write_md(res: dict[str, Any], path: Path) -> None:
                  (f"prefill {x['prefill_tokens']}" if x["prefill_tokens"] else
                   f"decode {x['decode_seqs']}x{x['context_tokens'] // max(1, x['decode_seqs'])}")
                  + f" {x['seconds'] * 1e3:.1f}/{x['fit_s'] * 1e3:.1f}" for x in res["samples"]), ""]
-    for i, c in enumerate(res["comparisons"]):
-        lines += [f"## real run {i + 1}", "",
-                  "| rate | metric | real | sim | error | within 15% |", "|---|---|---|---|---|---|"]
-        for row, real in zip(c["levels"], res["real"][i], strict=True):
-            for k in METRICS:
-                m = row[k]
-                err = "-" if m["rel_err"] is None else f"{m['rel_err']:+.1%}"
-                ok = ("yes" if m["ok"] else "no") if k in CHECKED else f"({'yes' if m['ok'] else 'no'})"
-                lines.append(f"| {row['rate']:g} | {k} | {_f(m['real'])} | {_f(m['sim'])} | {err} | {ok} |")
-            h = row["hit_rate"]
-            err = "-" if h["abs_err"] is None else f"{h['abs_err']:+.3f}"
-            lines.append(f"| {row['rate']:g} | prefix hit ratio (0.03) | {_f(h['real'])} | {_f(h['sim'])} | {err} | "
-                         f"{'yes' if h['ok'] else 'no'} |")
-            lines.append(f"| {row['rate']:g} | output tok/s | {real['output_tokens_per_s']:.0f} | "
-                         f"{res['sim'][c['levels'].index(row)]['output_tokens_per_s']:.0f} | | |")
-            z = real.get("itl_zero_share")
-            lines.append(f"| {row['rate']:g} | zero ITL gaps (coalesced tokens) | {_f(z)} | 0 | | |")
-        k = c["knee"]
-        kr = "-" if k["knee_rate_rel_err"] is None else f"{k['knee_rate_rel_err']:+.1%}"
-        lines += ["", f"Saturation: peak output tok/s over the ladder real {k['real_peak_output_tok_s']:.0f}, "
-                      f"sim {k['sim_peak_output_tok_s']:.0f}, error {k['rel_err']:+.1%} "
-                      f"({'within' if k['peak_ok'] else 'outside'} 15%); knee (offered rate where TTFT p50 crosses "
-                      f"3x the lowest stage's, interpolated): real {_f(k['real_knee_rate'])}, "
-                      f"sim {_f(k['sim_knee_rate'])} req/s, error {kr} ({'within' if k['rate_ok'] else 'outside'} 15%)",
-                  ""]
+    c, n = res["vs_mean"], len(res["real"])
+    lines += [f"## simulator vs real (mean of {n} run{'s' if n > 1 else ''}; simulator: mean of "
+              f"{res['config'].get('sim_seeds', 1)} seeds)", "",
+              "| rate | metric | real | real runs' spread | sim | error | within 15% |", "|---|---|---|---|---|---|---|"]
+    for row, real, sim, sp in zip(c["levels"], res["real_mean"], res["sim"], res["real_spread"], strict=True):
+        for k in METRICS:
+            m = row[k]
+            ok = ("yes" if m["ok"] else "no") if k in CHECKED else f"({'yes' if m['ok'] else 'no'})"
+            lines.append(f"| {row['rate']:g} | {k} | {_f(m['real'])} | {_pct(sp[k], sign=False)} | {_f(m['sim'])} | "
+                         f"{_pct(m['rel_err'])} | {ok} |")
+        h = row["hit_rate"]
+        err = "-" if h["abs_err"] is None else f"{h['abs_err']:+.3f}"
+        lines.append(f"| {row['rate']:g} | prefix hit ratio (0.03) | {_f(h['real'])} | | {_f(h['sim'])} | {err} | "
+                     f"{'yes' if h['ok'] else 'no'} |")
+        lines.append(f"| {row['rate']:g} | output tok/s | {real['output_tokens_per_s']:.0f} | | "
+                     f"{sim['output_tokens_per_s']:.0f} | | |")
+        lines.append(f"| {row['rate']:g} | zero ITL gaps (coalesced tokens) | {_f(real.get('itl_zero_share'))} | | 0 | | |")
+        lines.append(f"| {row['rate']:g} | client send lag p90 (s) | {_f(real.get('send_lag_p90_s'))} | | 0 | | |")
+    lines += ["", _knee_line(c["knee"]), "", f"Cells within 15%: {count_ok(c)}/{len(c['levels']) * len(CHECKED)}.", "",
+              "## against each real run", ""]
+    for i, pr in enumerate(res["per_run"]):
+        lines.append(f"- run {i + 1}: {count_ok(pr)}/{len(pr['levels']) * len(CHECKED)} cells within 15%; "
+                     + _knee_line(pr["knee"]))
+    rv = res.get("run_vs_run")
+    if rv:
+        lines += ["", "## the real runs against each other (the noise floor)", "",
+                  f"Run 2+ against run 1, same checks: {rv['outside']}/{rv['cells']} cells differ by more than 15%; "
+                  "worst: " + ", ".join(f"{w['metric']} at {w['rate']:g} req/s {w['rel_err']:+.0%}" for w in rv["worst"])
+                  + "; knee rate per run: " + ", ".join(_f(x) for x in rv["knee_rates"]) + " req/s."]
     path.write_text("\n".join(lines) + "\n")
+
+
+def count_ok(c: dict[str, Any]) -> int:
+    return sum(bool(row[k]["ok"]) for row in c["levels"] for k in CHECKED)
+
+
+def _knee_line(k: dict[str, Any]) -> str:
+    return (f"Saturation: peak output tok/s over the ladder real {k['real_peak_output_tok_s']:.0f}, sim "
+            f"{k['sim_peak_output_tok_s']:.0f}, error {k['rel_err']:+.1%} ({'within' if k['peak_ok'] else 'outside'} "
+            f"15%); knee (offered rate where TTFT p50 crosses 3x the lowest stage's, interpolated): real "
+            f"{_f(k['real_knee_rate'])}, sim {_f(k['sim_knee_rate'])} req/s, error {_pct(k['knee_rate_rel_err'])} "
+            f"({'within' if k['rate_ok'] else 'outside'} 15%)")
+
+
+def _pct(v: float | None, sign: bool = True) -> str:
+    return "-" if v is None else (f"{v:+.1%}" if sign else f"{v:.0%}")
 
 
 def _f(v: float | None) -> str:
@@ -436,7 +515,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--requests", type=int, default=100, help="requests per ladder stage")
     a("--warmup", type=int, default=32, help="warm-up requests (8 req/s, not reported) before the ladder")
     a("--replicas", type=int, default=2)
-    a("--repeat", type=int, default=2, help="real ladder runs (noise estimate)")
+    a("--repeat", type=int, default=3, help="real ladder runs (their mean is the reference, their spread the noise)")
     a("--calib-repeats", type=int, default=5)
     a("--calib-rounds", type=int, default=3, help="probe rounds; each sample keeps the median round")
     a("--groups", type=int, default=8)
@@ -445,8 +524,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--output-len", type=int, default=32)
     a("--kv-bytes", type=int, default=64 << 20, help="KV cache bytes per real vLLM")
     a("--max-num-batched-tokens", type=int, default=2048, help="what vLLM on CPU uses by default")
-    a("--policy", default="llm-d-default")
+    a("--policy", default="round-robin",
+      help="the gateway's policy on both sides (round-robin: the same 50/50 split on both, so the comparison is "
+           "about the engines; a scoring policy's seeded tie-breaks can place the prefix groups differently)")
     a("--seed", type=int, default=0)
+    a("--sim-seeds", type=int, default=4, help="virtual ladder runs averaged (the same trace, step scatter seeds "
+                                               "seed, seed+1, ...)")
     a("--no-pin", dest="pin", action="store_false", help="let the replicas float over all cores")
     a("--idle-s", type=float, default=3.0, help="idle window that prices the gateway's scraping")
     a("--idle-busy", type=float, default=0.2, help="busy share of the cores below which the machine counts as quiet")
@@ -465,8 +548,12 @@ def main() -> None:
     res = replay(args) if args.replay else asyncio.run(main_async(args))
     (args.out / "report.json").write_text(json.dumps(res, indent=2, default=str))
     write_md(res, args.out / "report.md")
-    for i, c in enumerate(res["comparisons"]):
-        rq.say(f"run {i + 1}: within tolerance: {c['all_within_tolerance']}; knee error {c['knee']['rel_err']:+.1%}")
+    c = res["vs_mean"]
+    rq.say(f"sim vs mean of {len(res['real'])} real runs: {count_ok(c)}/{len(c['levels']) * len(CHECKED)} cells "
+           f"within 15%, peak {c['knee']['rel_err']:+.1%}, knee rate {_pct(c['knee']['knee_rate_rel_err'])}")
+    if res.get("run_vs_run"):
+        rv = res["run_vs_run"]
+        rq.say(f"real runs against each other: {rv['outside']}/{rv['cells']} cells outside 15%")
 
 
 if __name__ == "__main__":

@@ -269,6 +269,9 @@ class ClusterTarget(_Model):
     max_num_seqs: int = Field(256, ge=1)
     max_num_batched_tokens: int = Field(8192, ge=1)
     precise_tokens: bool = True  # give the scheduler token ids (precise); False = text only (approximate)
+    # seed of the host's step-scatter draws (the profile's ``step_cv``); None: the scenario's seed. Another value
+    # replays the same trace (arrivals, prompts, routing ties) on another draw of the host's noise
+    scatter_seed: int | None = None
     flow_control: VirtualFlowControl | None = None  # None: every arrival goes straight to the scheduler
     tiers: TierTarget | None = None  # KV offload tiers (None: GPU only)
     lora: LoraTarget | None = None  # LoRA adapters (None: every request uses the base model)

@@ -41,6 +41,12 @@ def plan_stages(load: LoadConfig) -> list[StagePlan]:
     return plans
 
 
+def arrival_rng(seed: int) -> random.Random:
+    """The arrival stream of a scenario's ``seed``: the HTTP runner and the virtual cluster both draw from it, so
+    one scenario sends the same arrivals to real servers and to the simulator (fidelity runs compare them)."""
+    return random.Random(seed + 1)
+
+
 def arrival_offsets(stage: Stage, kind: str, rng: random.Random) -> Iterator[float]:
     """Send offsets for a rate stage: constant = i / rate; poisson = exponential gaps.
 

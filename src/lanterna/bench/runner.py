@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import itertools
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ import aiohttp
 
 from lanterna.bench.config import BenchConfig, HttpTarget, Stage
 from lanterna.bench.http_client import build_body, send
-from lanterna.bench.load import StagePlan, arrival_offsets
+from lanterna.bench.load import StagePlan, arrival_offsets, arrival_rng
 from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
 from lanterna.bench.report import RunResult, StageResult, now_utc
@@ -35,7 +34,7 @@ class HttpRunner:
         self.cfg = cfg
         self.target: HttpTarget = cfg.target
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
-        self.rng = random.Random(cfg.seed)
+        self.rng = arrival_rng(cfg.seed)
         if renderer is None:
             from lanterna.models.tokenizer import load_tokenizer
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 from lanterna.bench.config import BenchConfig, ClusterTarget, TrafficClass
-from lanterna.bench.load import StagePlan, arrival_offsets
+from lanterna.bench.load import StagePlan, arrival_offsets, arrival_rng
 from lanterna.bench.metrics import RequestRecord, StageSummary, summarize
 from lanterna.bench.progress import StageProgress
 from lanterna.bench.report import RunResult, StageResult, now_utc
@@ -136,12 +136,16 @@ class VirtualCluster:
         self._scrape_s = prof.host_scrape_s if prof is not None else 0.0
         # transit between the routing decision and the engine (the gateway's hops; the profile's host_latency_s)
         self._hop_s = prof.host_latency_s if prof is not None else 0.0
+        # ... and, on a host whose API server shares the engine's core, the request's own host work (HTTP,
+        # gateway, client: ``host_request_s``) runs beside a busy engine at half speed: the step pays its CPU
+        # once (timing.py), the request's transit waits the other half (0 on GPU servers)
+        self._busy_hop_s = prof.host_request_s if prof is not None else 0.0
         self._host_debt: list[float] = []
         # step-time scatter of the host (the profile's ``step_cv``; 0 = every step exactly as the model says)
         cv = prof.step_cv if prof is not None else 0.0
         self._jitter_sigma = math.sqrt(math.log1p(cv * cv))
         self._jitter_mu = -self._jitter_sigma**2 / 2  # so the factor's mean is 1
-        self._jitter_rng = random.Random(cfg.seed + 4)
+        self._jitter_rng = random.Random((cfg.seed if self.c.scatter_seed is None else self.c.scatter_seed) + 4)
         self._index_of: dict[str, int] = {}
         self.endpoints: list[Endpoint] = []
         self._scraped: list[int] = []
@@ -162,7 +166,7 @@ class VirtualCluster:
         self.sched = Scheduler.from_config(policy, rng=random.Random(cfg.seed),
                                            clock=self.clock, services=SchedulerServices(kv_index=self.index))
         self.items: Iterator[WorkItem] = iter_workload(cfg.workload, cfg.seed)
-        self.load_rng = random.Random(cfg.seed + 1)
+        self.load_rng = arrival_rng(cfg.seed)
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = itertools.count()
         self._ids = itertools.count()
@@ -384,8 +388,9 @@ class VirtualCluster:
             return False
         i, fl, tokens = got
         req = EngineRequest(rec.request_id, tokens, item.output_len, arrival_time=t, lora_name=fl.req.lora)
-        if self._hop_s:
-            self._push(t + self._hop_s, _ADMIT, i, req)
+        hop = self._hop_s + self._busy_hop_s if self._busy[i] else self._hop_s
+        if hop:
+            self._push(t + hop, _ADMIT, i, req)
         else:
             self._admit(i, req, t)
         return True

@@ -70,3 +70,23 @@ async def test_mixed_failures_and_concurrency_stage(server: str) -> None:
     assert s.num_requests == 12
     assert s.failures.get("http_500", 0) + s.num_completed == 12
     assert 0 < s.num_completed < 12
+
+
+async def test_sends_the_same_arrivals_as_the_virtual_cluster(server: str) -> None:
+    """One scenario, one arrival stream: the HTTP runner's send schedule is the virtual cluster's arrival times
+    (offsets within each stage), so a fidelity run compares real and simulated servers on the same trace."""
+    from lanterna.cluster.virtual import run_virtual
+
+    load = {"type": "poisson", "warmup": {"rate": 100, "num_requests": 3},
+            "stages": [{"rate": 150, "num_requests": 12}, {"rate": 300, "num_requests": 12}]}
+    real = await HttpRunner(parse_config(_cfg(server, "ok", **load)), progress=False).run()
+    cfg = {k: v for k, v in _cfg(server, "ok", **load).items() if k != "target"}
+    virt = run_virtual(parse_config({**cfg, "cluster": {"replicas": 1, "profile": "tiny-cpu"}}))
+
+    def offsets(stage: object) -> list[float]:
+        t = sorted(r.scheduled_s for r in stage.records)  # type: ignore[attr-defined]
+        return [x - t[0] for x in t]
+
+    for a, b in zip(real.stages, virt.stages, strict=True):
+        assert offsets(a) == pytest.approx(offsets(b), abs=1e-9)
+        assert max(offsets(a)) > 0

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import aiohttp  # noqa: E402
 import routing_quality as rq  # noqa: E402
 
 from lanterna.bench.config import BenchConfig, parse_config  # noqa: E402
+from lanterna.bench.metrics import stats  # noqa: E402
 from lanterna.bench.runner import HttpRunner  # noqa: E402
 from lanterna.bench.workloads import WorkItem  # noqa: E402
 from lanterna.cli.plan_calibrate import measure, process_cpu_s, save_fit  # noqa: E402
@@ -67,7 +67,6 @@ TOL = 0.15
 # flushes several tokens per write, which makes single gaps bimodal (~0 or several steps) on the real side
 METRICS = ("ttft_p50_s", "ttft_p90_s", "itl_p50_s", "itl_p90_s", "tpot_p50_s", "tpot_p90_s")
 CHECKED = METRICS[:4]  # the brief's targets; TPOT is reported beside them
-_SUCCESS = re.compile(r'^vllm:request_success_total\{[^}]*\}\s+([0-9.eE+-]+)', re.M)
 SCRAPE_INTERVAL_S = EndpointsConfig().scrape_interval_s  # the gateway's default, which run_fidelity's gateway uses
 
 
@@ -105,14 +104,14 @@ def figures(res: Any) -> list[dict[str, Any]]:
         s = st.summary
         lat = s.latency
         gaps = [g for r in st.records if r.ok for g in r.itl_s]
-        lag = sorted(r.send_s - r.scheduled_s for r in st.records)  # a busy client sends late: burstier arrivals
+        lag = stats([r.send_s - r.scheduled_s for r in st.records])  # a busy client sends late: burstier arrivals
         out.append({"rate": s.requested_rate, "ttft_p50_s": lat.ttft.p50 if lat.ttft else None,
                     "ttft_p90_s": lat.ttft.p90 if lat.ttft else None, "itl_p50_s": lat.itl.p50 if lat.itl else None,
                     "itl_p90_s": lat.itl.p90 if lat.itl else None,
                     "tpot_p50_s": lat.tpot.p50 if lat.tpot else None, "tpot_p90_s": lat.tpot.p90 if lat.tpot else None,
                     "output_tokens_per_s": s.throughput.output_tokens_per_s, "hit_rate": s.prefix_cache_hit_rate,
                     "itl_zero_share": sum(g < 1e-4 for g in gaps) / len(gaps) if gaps else None,
-                    "send_lag_p90_s": lag[int(0.9 * (len(lag) - 1))] if lag else None,
+                    "send_lag_p90_s": lag.p90 if lag else None,
                     "num_ok": s.num_completed, "num_failed": s.num_failed})
     return out
 
@@ -239,13 +238,26 @@ async def probe_engines(args: argparse.Namespace, reps: rq.Replicas) -> list[Ste
     return [sorted(same, key=lambda x: x.seconds)[len(same) // 2] for same in zip(*rounds, strict=True)]
 
 
+def metric_sums(text: str, names: list[str]) -> list[float]:
+    """Each sample name's value summed over its label sets (engines, finish reasons) in a Prometheus text
+    exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = dict.fromkeys(names, 0.0)
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in sums:
+                sums[smp.name] += smp.value
+    return [sums[n] for n in names]
+
+
 async def _served_each(reps: rq.Replicas) -> list[int]:
     """Finished requests per replica (how the gateway spread the ladder)."""
     out = []
     async with aiohttp.ClientSession() as s:
         for url in reps.urls:
             async with s.get(url + "/metrics") as r:
-                out.append(int(sum(float(v) for v in _SUCCESS.findall(await r.text()))))
+                out.append(int(metric_sums(await r.text(), ["vllm:request_success_total"])[0]))
     return out
 
 
@@ -256,11 +268,11 @@ async def measure_host(args: argparse.Namespace, reps: rq.Replicas, logdir: Path
     ``--host-rounds`` rounds, each after a wait for a quiet machine; every cost is the median round's, as the
     engine probes' samples are (one round's per-token figure moved by up to 25% between calibrations)."""
     proc = await asyncio.to_thread(rq.start_router, f"lanterna:{args.policy}", reps, logdir)
+    pids = {f"api{i}": (p, False) for i, p in enumerate(reps.pids)} | {"gateway": (proc.popen.pid, True)}
     rounds = []
     try:
         for r in range(args.host_rounds):
             await wait_idle(args, f"host-cost round {r + 1}")
-            pids = {f"api{i}": (p, False) for i, p in enumerate(reps.pids)} | {"gateway": (proc.popen.pid, True)}
             rounds.append(await measure_host_costs(proc.url, reps.model, pids,
                                                    prompt_len=args.system_len + args.question_len,
                                                    idle_s=args.idle_s, seed=args.seed + r))
@@ -268,8 +280,8 @@ async def measure_host(args: argparse.Namespace, reps: rq.Replicas, logdir: Path
     finally:
         rq.peers.stop(proc)
     per_round = [_round_costs(m) for m in rounds]
-    costs = {k: HostCost(*(statistics.median(getattr(c[k], f) for c, _ in per_round)
-                           for f in ("request_s", "token_s", "scrape_s", "latency_s"))) for k in per_round[0][0]}
+    costs = {k: HostCost(request_s=statistics.median(c[k].request_s for c, _ in per_round),
+                         token_s=statistics.median(c[k].token_s for c, _ in per_round)) for k in per_round[0][0]}
     scrape = statistics.median(sc for _, sc in per_round)
     latency = max(0.0, hop["extra_s"] - costs["gateway"].request_s)
     m = rounds[len(rounds) // 2]
@@ -373,7 +385,7 @@ def run_vs_run(runs: list[list[dict[str, Any]]]) -> dict[str, Any]:
     return {"cells": len(cells), "outside": sum(e is None or abs(e) > TOL for _, _, e in cells),
             "worst": sorted(({"rate": r, "metric": k, "rel_err": e} for r, k, e in cells if e is not None),
                             key=lambda x: -abs(x["rel_err"]))[:5],
-            "knee_rates": [compare(r, r)["knee"]["real_knee_rate"] for r in runs]}
+            "knee_rates": [_knee_rate(r) for r in runs]}
 
 
 def comparisons(real_runs: list[list[dict[str, Any]]], virt: list[dict[str, Any]]) -> dict[str, Any]:
@@ -431,18 +443,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             real_runs.append(run)
             ladder_cpu.append(used)
             rq.say(f"real ladder {i + 1}/{args.repeat}: {time.perf_counter() - t:.0f}s")
-    profile = tiny_cpu_profile(fit, host=host["ladder"])
-    register_profile(profile)
-    blocks = args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token)
-    virt, sim_runs, routed = virtual_ladder(args, profile.name, blocks)
-    plot(real_runs, virt, args.out / "fidelity.png")
     machine = (f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end, replicas "
                + ("pinned to a core each (taskset), gateway and load generator floating" if args.pin else "floating"))
-    return {"config": {k: v for k, v in vars(args).items()}, "machine": machine, "ladder_cpu_s": ladder_cpu, "sim_routed": routed,
-            "fit": asdict(fit),
+    return {"config": dict(vars(args)), "machine": machine, "ladder_cpu_s": ladder_cpu, "fit": asdict(fit),
             "samples": [{**asdict(smp), "fit_s": fit.predict(smp)} for smp in samples],
             "host": {**host, "probe": asdict(host["probe"]), "ladder": asdict(host["ladder"])},
-            "real": real_runs, "sim": virt, "sim_runs": sim_runs, **comparisons(real_runs, virt)}
+            "real": real_runs, **simulate(args, fit, host["ladder"], real_runs)}
+
+
+def simulate(args: argparse.Namespace, fit: StepFit, host: HostCost, real_runs: list[list[dict[str, Any]]]
+             ) -> dict[str, Any]:
+    """The simulator side: the fitted profile with the ladder's host costs on the virtual cluster (the real
+    replicas' KV capacity), its plot beside the real runs, and the comparisons."""
+    profile = tiny_cpu_profile(fit, host=host)
+    register_profile(profile)
+    virt, sim_runs, routed = virtual_ladder(args, profile.name,
+                                            args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))
+    plot(real_runs, virt, args.out / "fidelity.png")
+    return {"sim_routed": routed, "sim": virt, "sim_runs": sim_runs, **comparisons(real_runs, virt)}
 
 
 def replay(args: argparse.Namespace) -> dict[str, Any]:
@@ -452,16 +470,9 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     for k in ("rates", "requests", "warmup", "replicas", "groups", "system_len", "question_len", "output_len",
               "kv_bytes", "max_num_batched_tokens", "policy", "seed"):
         setattr(args, k, saved["config"][k])
-    fit = StepFit.from_dict(saved["fit"])
-    profile = tiny_cpu_profile(fit, host=HostCost(**saved["host"]["ladder"]))
-    register_profile(profile)
-    virt, sim_runs, routed = virtual_ladder(args, profile.name,
-                                            args.kv_bytes // (BLOCK_SIZE * profile.kv_bytes_per_token))
-    real_runs = saved["real"]
-    plot(real_runs, virt, args.out / "fidelity.png")
     saved.pop("comparisons", None)  # reports written before the mean-of-runs headline
     return {**saved, "config": {**saved["config"], "sim_seeds": args.sim_seeds, "replayed_from": str(args.replay)},
-            "sim_routed": routed, "sim": virt, "sim_runs": sim_runs, **comparisons(real_runs, virt)}
+            **simulate(args, StepFit.from_dict(saved["fit"]), HostCost(**saved["host"]["ladder"]), saved["real"])}
 
 
 def write_md(res: dict[str, Any], path: Path) -> None:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -37,14 +36,12 @@ HISTOGRAMS = {"frontend_ttft": "vllm:time_to_first_token_seconds", "queue": "vll
 
 async def scrape(s: aiohttp.ClientSession, reps: rq.Replicas) -> dict[str, float]:
     """Sum and count of each histogram over all replicas."""
-    out: dict[str, float] = {}
+    names = [name + suf for name in HISTOGRAMS.values() for suf in ("_sum", "_count")]
+    out = dict.fromkeys(names, 0.0)
     for u in reps.urls:
         async with s.get(u + "/metrics") as r:
-            text = await r.text()
-        for name in HISTOGRAMS.values():
-            for suf in ("_sum", "_count"):
-                vals = re.findall(r"^" + re.escape(name + suf) + r"\{[^}]*\}\s+([0-9.eE+-]+)", text, re.M)
-                out[name + suf] = out.get(name + suf, 0.0) + sum(float(v) for v in vals)
+            for n, v in zip(names, rf.metric_sums(await r.text(), names), strict=True):
+                out[n] += v
     return out
 
 
